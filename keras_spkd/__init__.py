@@ -1,0 +1,28 @@
+"""keras-spkd: Similarity-Preserving Knowledge Distillation for Keras 3.
+
+Reference: Tung & Mori, "Similarity-Preserving Knowledge Distillation",
+ICCV 2019, arXiv:1907.09682.
+"""
+
+from keras_spkd.distiller import SPDistiller
+from keras_spkd.features import build_feature_extractor, layer_paths
+from keras_spkd.losses import (
+    SimilarityPreservingDistillation,
+    SimilarityPreservingLoss,
+    knowledge_distillation_loss,
+    similarity_matrix,
+    similarity_preserving_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SPDistiller",
+    "SimilarityPreservingDistillation",
+    "SimilarityPreservingLoss",
+    "build_feature_extractor",
+    "knowledge_distillation_loss",
+    "layer_paths",
+    "similarity_matrix",
+    "similarity_preserving_loss",
+]

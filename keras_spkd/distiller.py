@@ -1,0 +1,300 @@
+"""`SPDistiller`: a student trained under a frozen teacher with the SP loss."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_spkd.features import build_feature_extractor, check_layer_pairs, graph_inputs
+from keras_spkd.losses import knowledge_distillation_loss, similarity_preserving_loss
+
+TEACHER_KEY = "teacher"
+STUDENT_KEY = "student"
+
+
+def _check_gamma(gamma, count: int) -> list[float]:
+    values = list(gamma) if isinstance(gamma, (list, tuple)) else [gamma]
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        raise TypeError(
+            "Expected `gamma` to be a float or a list of floats, one per layer "
+            f"pair; received {gamma!r}."
+        )
+    if len(values) == 1:
+        values = values * count
+    if len(values) != count:
+        raise ValueError(
+            f"Expected one gamma per layer pair ({count} pairs); received "
+            f"{len(values)} values: {list(gamma)}."
+        )
+    if any(v < 0 for v in values):
+        raise ValueError(f"Expected gamma >= 0; received {gamma!r}.")
+    return [float(v) for v in values]
+
+
+def _check_batch_dimensions(teacher_inputs, student_inputs) -> None:
+    b_t, b_s = teacher_inputs[0].shape[0], student_inputs[0].shape[0]
+    if b_t is not None and b_s is not None and b_t != b_s:
+        raise ValueError(
+            "The teacher and the student must see mini-batches of the same "
+            f"size b; the teacher's input has batch dimension {b_t} and the "
+            f"student's {b_s}. Build both with the same (or no) batch_size."
+        )
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _num_replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="keras_spkd")
+class SPDistiller(keras.Model):
+    """Trains a student with its task loss plus the similarity-preserving loss.
+
+    Each step runs the frozen teacher once in inference mode (outside the
+    gradient tape) and the student once, tapping the named layers of both.
+    The loss is `task_loss + sum_i gamma_i * L_SP(pair_i)` and, with
+    `kd_weight > 0`, `+ kd_weight * KD(teacher logits, student logits)`.
+    Gradients flow to the student's variables only; the teacher never
+    changes. `distiller(x)` is `student(x)`.
+
+    Logged values: `loss` (the total), `task_loss` (the compiled loss plus
+    the student's regularisation), `sp_loss` (the weighted SP term, gamma
+    included, as added to `loss`), `kd_loss` (the weighted KD term, when
+    used), and the compiled metrics on the student's predictions.
+
+    Data may be `(x, y)`, `(x, y, sample_weight)` or, for privileged
+    information, `({"teacher": x_t, "student": x_s}, y)`. Sample weights
+    weigh the task and KD terms; the SP term is a statistic of the batch.
+
+    Under `tf.distribute`, the default computes G on each replica's share of
+    the batch (b / replicas samples): a different objective from one device.
+    `cross_replica=True` all-gathers the tapped activations so that G is
+    built over the global batch and the loss does not depend on the replica
+    count.
+
+    Args:
+        teacher: Trained functional or Sequential `keras.Model`; it is set
+            non-trainable.
+        student: Functional or Sequential `keras.Model` to train.
+        layer_pairs: List of `(teacher layer, student layer)` names; nested
+            layers as `"backbone/layer"`.
+        gamma: Weight gamma of the SP term, a float or one per pair.
+            Defaults to `3000.0` (the paper's CIFAR-10 value).
+        kd_weight: Weight of Hinton's KD term. Defaults to `0.0` (off).
+        temperature: KD temperature. Defaults to `4.0`.
+        cross_replica: Build G over the global batch under `tf.distribute`.
+            Defaults to `False`.
+
+    Example:
+
+    >>> distiller = keras_spkd.SPDistiller(
+    ...     teacher, student, layer_pairs=[("t_group3", "s_group3")])
+    >>> distiller.compile(optimizer="sgd", metrics=["accuracy"],
+    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = distiller.fit(train_ds, validation_data=val_ds, epochs=5)
+
+    Reference: Tung & Mori, ICCV 2019, arXiv:1907.09682.
+    """
+
+    def __init__(
+        self,
+        teacher: keras.Model,
+        student: keras.Model,
+        layer_pairs: Sequence[tuple[str, str]],
+        gamma: float | Sequence[float] = 3000.0,
+        kd_weight: float = 0.0,
+        temperature: float = 4.0,
+        cross_replica: bool = False,
+        name: str = "sp_distiller",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if teacher is student:
+            raise ValueError(
+                "The teacher and the student are the same model object; pass "
+                "a trained teacher and a separate student to train."
+            )
+        teacher_inputs = graph_inputs(teacher, "teacher")
+        student_inputs = graph_inputs(student, "student")
+        self.layer_pairs = check_layer_pairs(layer_pairs)
+        self.gamma = list(gamma) if isinstance(gamma, (list, tuple)) else gamma
+        self._gammas = _check_gamma(gamma, len(self.layer_pairs))
+        if kd_weight < 0:
+            raise ValueError(f"Expected kd_weight >= 0; received {kd_weight}.")
+        if temperature <= 0:
+            raise ValueError(f"Expected temperature > 0; received {temperature}.")
+        _check_batch_dimensions(teacher_inputs, student_inputs)
+        self.kd_weight = float(kd_weight)
+        self.temperature = float(temperature)
+        self.cross_replica = bool(cross_replica)
+
+        teacher.trainable = False
+        self.teacher = teacher
+        self.student = student
+        teacher_names = _unique([t for t, _ in self.layer_pairs])
+        student_names = _unique([s for _, s in self.layer_pairs])
+        self._teacher_index = [teacher_names.index(t) for t, _ in self.layer_pairs]
+        self._student_index = [student_names.index(s) for _, s in self.layer_pairs]
+        # The teacher is cut after its deepest tapped layer unless KD needs
+        # its logits; the student returns [*features, predictions] in one pass.
+        self._teacher_extractor = build_feature_extractor(
+            teacher, teacher_names, include_predictions=self.kd_weight > 0,
+            role="teacher",
+        )
+        self._student_extractor = build_feature_extractor(
+            student, student_names, include_predictions=True, role="student"
+        )
+        self._num_teacher_features = len(teacher_names)
+        self._num_student_features = len(student_names)
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
+        self.sp_loss_tracker = keras.metrics.Mean(name="sp_loss")
+        self.kd_loss_tracker = (
+            keras.metrics.Mean(name="kd_loss") if self.kd_weight > 0 else None
+        )
+        self.built = True
+
+    @property
+    def metrics(self):
+        # Keras's own "loss" tracker is never fed by this train_step: ours,
+        # with the total loss, replaces it.
+        engine_tracker = getattr(self, "_loss_tracker", None)
+        return [m for m in super().metrics if m is not engine_tracker]
+
+    def _split_inputs(self, x):
+        if isinstance(x, dict) and set(x) == {TEACHER_KEY, STUDENT_KEY}:
+            return x[TEACHER_KEY], x[STUDENT_KEY]
+        return x, x
+
+    def call(self, inputs, training=None):
+        return self.student(self._split_inputs(inputs)[1], training=training)
+
+    def _check_privileged_batch(self, x_teacher, x_student) -> None:
+        first_t = tf.nest.flatten(x_teacher)[0]
+        first_s = tf.nest.flatten(x_student)[0]
+        b_t, b_s = first_t.shape[0], first_s.shape[0]
+        if b_t is not None and b_s is not None:
+            if b_t != b_s:
+                raise ValueError(
+                    "Privileged inputs must hold the same samples: the "
+                    f"'teacher' batch has {b_t} samples and the 'student' "
+                    f"batch {b_s}."
+                )
+        elif not self.jit_compile:
+            tf.debugging.assert_equal(
+                tf.shape(first_t)[0], tf.shape(first_s)[0],
+                message="Privileged inputs must hold the same samples: the "
+                "'teacher' and 'student' batches differ in size.",
+            )
+
+    def _teacher_outputs(self, x_teacher):
+        outputs = self._teacher_extractor(x_teacher, training=False)
+        return outputs if isinstance(outputs, (list, tuple)) else [outputs]
+
+    def _gather(self, tensors):
+        context = tf.distribute.get_replica_context()
+        if not self.cross_replica or context is None:
+            return tensors
+        if context.num_replicas_in_sync == 1:
+            return tensors
+        return [context.all_gather(t, axis=0) for t in tensors]
+
+    def _distillation_losses(self, x, y, sample_weight, teacher_out, student_out,
+                             training):
+        """Returns (loss for gradients, unscaled parts for logs, y_pred)."""
+        n_t, n_s = self._num_teacher_features, self._num_student_features
+        y_pred = student_out[n_s:]
+        y_pred = y_pred[0] if len(y_pred) == 1 else list(y_pred)
+        task = self._compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+            training=training,
+        )
+        teacher_feats = self._gather([teacher_out[i] for i in self._teacher_index])
+        student_feats = self._gather(
+            [student_out[: n_s][i] for i in self._student_index]
+        )
+        parts = {
+            "sp_loss": similarity_preserving_loss(
+                teacher_feats, student_feats, self._gammas
+            )
+        }
+        if self.kd_weight > 0:
+            parts["kd_loss"] = self.kd_weight * knowledge_distillation_loss(
+                teacher_out[n_t], y_pred, self.temperature, sample_weight
+            )
+        # Gradients are summed over replicas. Keras losses come already divided
+        # by the replica count; the distillation terms are divided here, and
+        # every logged value is the undivided one.
+        replicas = _num_replicas()
+        task = ops.cast(task, "float32")
+        loss = task + sum(parts.values()) / replicas
+        parts["task_loss"] = task * replicas
+        return loss, parts, y_pred
+
+    def _log(self, parts, batch_size):
+        total = sum(parts.values())
+        self.loss_tracker.update_state(total, sample_weight=batch_size)
+        self.task_loss_tracker.update_state(parts["task_loss"], batch_size)
+        self.sp_loss_tracker.update_state(parts["sp_loss"], batch_size)
+        if self.kd_loss_tracker is not None:
+            self.kd_loss_tracker.update_state(parts["kd_loss"], batch_size)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x_teacher, x_student = self._split_inputs(x)
+        if x_teacher is not x_student:
+            self._check_privileged_batch(x_teacher, x_student)
+        teacher_out = self._teacher_outputs(x_teacher)
+        variables = self.student.trainable_variables
+        with tf.GradientTape() as tape:
+            student_out = self._student_extractor(x_student, training=True)
+            loss, parts, y_pred = self._distillation_losses(
+                x_student, y, sample_weight, teacher_out, student_out, True
+            )
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply(gradients, variables)
+        self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
+        return self.compute_metrics(x_student, y, y_pred, sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x_teacher, x_student = self._split_inputs(x)
+        teacher_out = self._teacher_outputs(x_teacher)
+        student_out = self._student_extractor(x_student, training=False)
+        _, parts, y_pred = self._distillation_losses(
+            x_student, y, sample_weight, teacher_out, student_out, False
+        )
+        self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
+        return self.compute_metrics(x_student, y, y_pred, sample_weight)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "teacher": keras.saving.serialize_keras_object(self.teacher),
+                "student": keras.saving.serialize_keras_object(self.student),
+                "layer_pairs": [list(pair) for pair in self.layer_pairs],
+                "gamma": self.gamma,
+                "kd_weight": self.kd_weight,
+                "temperature": self.temperature,
+                "cross_replica": self.cross_replica,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> SPDistiller:
+        config = dict(config)
+        for key in ("teacher", "student"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

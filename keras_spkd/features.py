@@ -1,0 +1,170 @@
+"""Tap intermediate layers of a model as one functional sub-model.
+
+The extractor returns `[*features, predictions]` from a single forward pass
+that shares the model's layers (and so its weights and BatchNorm state).
+Layers inside a nested sub-model are named by a path, `"backbone/conv5"`:
+the nested model is rerouted through an extractor of its own, since its inner
+layers are not reachable from the outer graph (keras #16123).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import keras
+
+
+def graph_inputs(model: keras.Model, role: str = "model") -> list:
+    """Returns `model.inputs`, or raises a clear error if it has no graph."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Expected the {role} to be a keras.Model; received "
+            f"{type(model).__name__}."
+        )
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        kind = "Sequential" if isinstance(model, keras.Sequential) else "subclassed"
+        hint = (
+            "start it with keras.Input(shape) or call model.build(input_shape)"
+            if kind == "Sequential"
+            else "rebuild it as a functional model (keras.Model(inputs, outputs)) "
+            "so its intermediate layers can be tapped"
+        )
+        raise ValueError(
+            f"The {role} {model.name!r} is a {kind} model with no symbolic "
+            f"graph, so its layers cannot be tapped: {hint}."
+        )
+    return inputs
+
+
+def layer_paths(model: keras.Model) -> list[str]:
+    """Lists every tappable layer name, nested layers as `"outer/inner"`."""
+    paths = []
+    for layer in model.layers:
+        if isinstance(layer, keras.InputLayer):
+            continue
+        paths.append(layer.name)
+        if isinstance(layer, keras.Model) and _has_graph(layer):
+            paths.extend(f"{layer.name}/{inner}" for inner in layer_paths(layer))
+    return paths
+
+
+def _has_graph(model: keras.Model) -> bool:
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def _unknown_layer(model: keras.Model, name: str, role: str) -> ValueError:
+    return ValueError(
+        f"The {role} {model.name!r} has no layer {name!r}. Available layers: "
+        f"{layer_paths(model)}."
+    )
+
+
+def _single(tensors: Sequence):
+    return tensors[0] if len(tensors) == 1 else list(tensors)
+
+
+def build_feature_extractor(
+    model: keras.Model,
+    layer_names: Iterable[str],
+    include_predictions: bool = True,
+    role: str = "model",
+) -> keras.Model:
+    """Builds a sub-model returning the named layers' outputs in one pass.
+
+    The extractor shares `model`'s layers. With `include_predictions` it
+    returns `[*features, *model.outputs]`; without, only the features, and
+    Keras prunes every layer past the deepest tapped one.
+
+    Args:
+        model: A functional or Sequential `keras.Model` (with an input).
+        layer_names: Layer names; a layer of a nested model is named by its
+            path, e.g. `"backbone/conv4_block6_out"`.
+        include_predictions: Whether to append the model's outputs.
+            Defaults to `True`.
+        role: How error messages call the model (`"teacher"`, `"student"`).
+
+    Returns:
+        A functional `keras.Model` with the same inputs as `model`.
+
+    Example:
+
+    >>> extractor = keras_spkd.build_feature_extractor(model, ["group3"])
+    >>> group3, logits = extractor(images)
+    """
+    inputs = graph_inputs(model, role)
+    names = list(layer_names)
+    top = {layer.name: layer for layer in model.layers}
+    nested: dict[str, list[str]] = {}
+    for name in names:
+        head, _, rest = name.partition("/")
+        if head not in top:
+            raise _unknown_layer(model, name, role)
+        if rest:
+            if not isinstance(top[head], keras.Model) or not _has_graph(top[head]):
+                raise _unknown_layer(model, name, role)
+            nested.setdefault(head, []).append(rest)
+    predictions = list(model.outputs) if include_predictions else []
+    if not nested:
+        features = [top[name].output for name in names]
+        return keras.Model(_single(inputs), [*features, *predictions])
+    return _rerouted_extractor(model, names, nested, include_predictions, role)
+
+
+def _rerouted_extractor(model, names, nested, include_predictions, role):
+    """Re-runs `model`'s graph, sending nested models through extractors."""
+    inner = {
+        head: build_feature_extractor(model.get_layer(head), paths, True, role)
+        for head, paths in nested.items()
+    }
+    captured: dict[str, object] = {}
+
+    def call_function(layer, *args, **kwargs):
+        if layer.name not in inner:
+            outputs = layer(*args, **kwargs)
+            captured[layer.name] = outputs
+            return outputs
+        outputs = inner[layer.name](*args, **kwargs)
+        paths = nested[layer.name]
+        for path, tensor in zip(paths, outputs[: len(paths)]):
+            captured[f"{layer.name}/{path}"] = tensor
+        captured[layer.name] = _single(outputs[len(paths) :])
+        return captured[layer.name]
+
+    rebuilt = keras.models.clone_model(
+        model, clone_function=lambda layer: layer, call_function=call_function
+    )
+    predictions = list(rebuilt.outputs) if include_predictions else []
+    features = [captured[name] for name in names]
+    return keras.Model(_single(rebuilt.inputs), [*features, *predictions])
+
+
+def check_layer_pairs(layer_pairs) -> list[tuple[str, str]]:
+    """Validates `[(teacher_layer, student_layer), ...]` and returns tuples."""
+    if isinstance(layer_pairs, tuple) and len(layer_pairs) == 2:
+        if all(isinstance(name, str) for name in layer_pairs):
+            layer_pairs = [layer_pairs]
+    if not isinstance(layer_pairs, (list, tuple)) or not layer_pairs:
+        raise ValueError(
+            "Expected `layer_pairs` to be a non-empty list of (teacher layer, "
+            f"student layer) name pairs; received {layer_pairs!r}."
+        )
+    pairs = []
+    for pair in layer_pairs:
+        if (
+            not isinstance(pair, (list, tuple))
+            or len(pair) != 2
+            or not all(isinstance(name, str) for name in pair)
+        ):
+            raise ValueError(
+                "Each entry of `layer_pairs` must be a (teacher layer name, "
+                f"student layer name) pair of strings; received {pair!r}."
+            )
+        pairs.append((pair[0], pair[1]))
+    return pairs
