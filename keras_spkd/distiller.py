@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import keras
@@ -17,9 +18,7 @@ STUDENT_KEY = "student"
 
 def _check_gamma(gamma, count: int) -> list[float]:
     values = list(gamma) if isinstance(gamma, (list, tuple)) else [gamma]
-    if not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-    ):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise TypeError(
             "Expected `gamma` to be a float or a list of floats, one per layer "
             f"pair; received {gamma!r}."
@@ -146,7 +145,9 @@ class SPDistiller(keras.Model):
         # The teacher is cut after its deepest tapped layer unless KD needs
         # its logits; the student returns [*features, predictions] in one pass.
         self._teacher_extractor = build_feature_extractor(
-            teacher, teacher_names, include_predictions=self.kd_weight > 0,
+            teacher,
+            teacher_names,
+            include_predictions=self.kd_weight > 0,
             role="teacher",
         )
         self._student_extractor = build_feature_extractor(
@@ -158,9 +159,7 @@ class SPDistiller(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.sp_loss_tracker = keras.metrics.Mean(name="sp_loss")
-        self.kd_loss_tracker = (
-            keras.metrics.Mean(name="kd_loss") if self.kd_weight > 0 else None
-        )
+        self.kd_loss_tracker = keras.metrics.Mean(name="kd_loss") if self.kd_weight > 0 else None
         self.built = True
 
     @property
@@ -191,7 +190,8 @@ class SPDistiller(keras.Model):
                 )
         elif not self.jit_compile:
             tf.debugging.assert_equal(
-                tf.shape(first_t)[0], tf.shape(first_s)[0],
+                tf.shape(first_t)[0],
+                tf.shape(first_s)[0],
                 message="Privileged inputs must hold the same samples: the "
                 "'teacher' and 'student' batches differ in size.",
             )
@@ -208,25 +208,21 @@ class SPDistiller(keras.Model):
             return tensors
         return [context.all_gather(t, axis=0) for t in tensors]
 
-    def _distillation_losses(self, x, y, sample_weight, teacher_out, student_out,
-                             training):
+    def _distillation_losses(self, x, y, sample_weight, teacher_out, student_out, training):
         """Returns (loss for gradients, unscaled parts for logs, y_pred)."""
         n_t, n_s = self._num_teacher_features, self._num_student_features
         y_pred = student_out[n_s:]
         y_pred = y_pred[0] if len(y_pred) == 1 else list(y_pred)
         task = self._compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+            x=x,
+            y=y,
+            y_pred=y_pred,
+            sample_weight=sample_weight,
             training=training,
         )
         teacher_feats = self._gather([teacher_out[i] for i in self._teacher_index])
-        student_feats = self._gather(
-            [student_out[: n_s][i] for i in self._student_index]
-        )
-        parts = {
-            "sp_loss": similarity_preserving_loss(
-                teacher_feats, student_feats, self._gammas
-            )
-        }
+        student_feats = self._gather([student_out[:n_s][i] for i in self._student_index])
+        parts = {"sp_loss": similarity_preserving_loss(teacher_feats, student_feats, self._gammas)}
         if self.kd_weight > 0:
             parts["kd_loss"] = self.kd_weight * knowledge_distillation_loss(
                 teacher_out[n_t], y_pred, self.temperature, sample_weight
@@ -294,7 +290,7 @@ class SPDistiller(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict) -> SPDistiller:
-        config = dict(config)
+        config = copy.deepcopy(config)  # the deserializer consumes what it reads
         for key in ("teacher", "student"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

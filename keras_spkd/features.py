@@ -18,8 +18,7 @@ def graph_inputs(model: keras.Model, role: str = "model") -> list:
     """Returns `model.inputs`, or raises a clear error if it has no graph."""
     if not isinstance(model, keras.Model):
         raise TypeError(
-            f"Expected the {role} to be a keras.Model; received "
-            f"{type(model).__name__}."
+            f"Expected the {role} to be a keras.Model; received {type(model).__name__}."
         )
     try:
         inputs = model.inputs
@@ -44,7 +43,7 @@ def layer_paths(model: keras.Model) -> list[str]:
     """Lists every tappable layer name, nested layers as `"outer/inner"`."""
     paths = []
     for layer in model.layers:
-        if isinstance(layer, keras.InputLayer):
+        if isinstance(layer, keras.layers.InputLayer):
             continue
         paths.append(layer.name)
         if isinstance(layer, keras.Model) and _has_graph(layer):
@@ -57,13 +56,6 @@ def _has_graph(model: keras.Model) -> bool:
         return bool(model.inputs)
     except (AttributeError, ValueError):
         return False
-
-
-def _unknown_layer(model: keras.Model, name: str, role: str) -> ValueError:
-    return ValueError(
-        f"The {role} {model.name!r} has no layer {name!r}. Available layers: "
-        f"{layer_paths(model)}."
-    )
 
 
 def _single(tensors: Sequence):
@@ -100,15 +92,17 @@ def build_feature_extractor(
     """
     inputs = graph_inputs(model, role)
     names = list(layer_names)
+    available = layer_paths(model)
+    for name in names:
+        if name not in available:
+            raise ValueError(
+                f"The {role} {model.name!r} has no layer {name!r}. Available layers: {available}."
+            )
     top = {layer.name: layer for layer in model.layers}
     nested: dict[str, list[str]] = {}
     for name in names:
         head, _, rest = name.partition("/")
-        if head not in top:
-            raise _unknown_layer(model, name, role)
         if rest:
-            if not isinstance(top[head], keras.Model) or not _has_graph(top[head]):
-                raise _unknown_layer(model, name, role)
             nested.setdefault(head, []).append(rest)
     predictions = list(model.outputs) if include_predictions else []
     if not nested:
@@ -147,9 +141,9 @@ def _rerouted_extractor(model, names, nested, include_predictions, role):
 
 def check_layer_pairs(layer_pairs) -> list[tuple[str, str]]:
     """Validates `[(teacher_layer, student_layer), ...]` and returns tuples."""
-    if isinstance(layer_pairs, tuple) and len(layer_pairs) == 2:
-        if all(isinstance(name, str) for name in layer_pairs):
-            layer_pairs = [layer_pairs]
+    single_pair = isinstance(layer_pairs, tuple) and len(layer_pairs) == 2
+    if single_pair and all(isinstance(name, str) for name in layer_pairs):
+        layer_pairs = [layer_pairs]
     if not isinstance(layer_pairs, (list, tuple)) or not layer_pairs:
         raise ValueError(
             "Expected `layer_pairs` to be a non-empty list of (teacher layer, "

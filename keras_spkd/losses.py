@@ -22,8 +22,7 @@ def _as_matrix(features: Any) -> Any:
     q = ops.cast(ops.convert_to_tensor(features), "float32")
     if len(q.shape) == 0:
         raise ValueError(
-            "Expected activations with a batch dimension, shape (b, ...); "
-            "received a scalar."
+            "Expected activations with a batch dimension, shape (b, ...); received a scalar."
         )
     if len(q.shape) == 1:
         return ops.expand_dims(q, -1)
@@ -181,9 +180,7 @@ def knowledge_distillation_loss(
     t = ops.cast(ops.convert_to_tensor(teacher_logits), "float32") / temperature
     s = ops.cast(ops.convert_to_tensor(student_logits), "float32") / temperature
     log_p_t = ops.log_softmax(t, axis=-1)
-    per_sample = ops.sum(
-        ops.exp(log_p_t) * (log_p_t - ops.log_softmax(s, axis=-1)), axis=-1
-    )
+    per_sample = ops.sum(ops.exp(log_p_t) * (log_p_t - ops.log_softmax(s, axis=-1)), axis=-1)
     if sample_weight is None:
         mean = ops.mean(per_sample)
     else:
@@ -268,8 +265,7 @@ class SimilarityPreservingDistillation(keras.distillation.DistillationLoss):
             available = [layer.name for layer in model.layers]
             if name not in available:
                 raise ValueError(
-                    f"The {role} has no layer named {name!r}; available "
-                    f"layers: {available}."
+                    f"The {role} has no layer named {name!r}; available layers: {available}."
                 )
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny functional teacher/student pairs and quiet TF."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def small_cnn(
+    prefix: str, width: int, input_shape=(8, 8, 1), classes=10, batch_size=None
+) -> keras.Model:
+    """Two conv layers (`{prefix}_conv1`, `{prefix}_group`) and a dense head."""
+    inputs = keras.Input(input_shape, batch_size=batch_size, name=f"{prefix}_in")
+    h = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"{prefix}_conv1")(
+        inputs
+    )
+    h = keras.layers.Conv2D(
+        width, 3, strides=2, padding="same", activation="relu", name=f"{prefix}_group"
+    )(h)
+    h = keras.layers.GlobalAveragePooling2D(name=f"{prefix}_pool")(h)
+    outputs = keras.layers.Dense(classes, name=f"{prefix}_logits")(h)
+    return keras.Model(inputs, outputs, name=prefix)
+
+
+@pytest.fixture
+def pair():
+    keras.utils.set_random_seed(0)
+    return small_cnn("t", 16), small_cnn("s", 4)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 32)
+    return x, y
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy():
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+def sparse_ce():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)

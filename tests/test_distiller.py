@@ -1,0 +1,272 @@
+"""SPDistiller: what it trains, what it logs, what it refuses."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from numpy.testing import assert_allclose
+
+import keras_spkd
+from tests import reference
+from tests.conftest import small_cnn, sparse_ce
+
+
+def _distiller(teacher, student, **kwargs):
+    kwargs.setdefault("layer_pairs", [("t_group", "s_group")])
+    kwargs.setdefault("gamma", 100.0)
+    distiller = keras_spkd.SPDistiller(teacher, student, **kwargs)
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=sparse_ce(), metrics=["accuracy"]
+    )
+    return distiller
+
+
+def _features(model, layer, x):
+    return keras.Model(model.input, model.get_layer(layer).output)(x).numpy()
+
+
+def test_fit_freezes_teacher_trains_student_and_logs_everything(pair, data):
+    teacher, student = pair
+    x, y = data
+    distiller = _distiller(teacher, student)
+    teacher_before = [w.copy() for w in teacher.get_weights()]
+    student_before = [w.copy() for w in student.get_weights()]
+    history = distiller.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0)
+    for t_before, t_after in zip(teacher_before, teacher.get_weights()):
+        np.testing.assert_array_equal(t_before, t_after)
+    assert all(not np.allclose(a, b) for a, b in zip(student_before, student.get_weights()))
+    expected = {"loss", "task_loss", "sp_loss", "accuracy"}
+    assert expected | {f"val_{k}" for k in expected} <= set(history.history)
+    logs = {k: v[-1] for k, v in history.history.items()}
+    assert logs["sp_loss"] > 0 and logs["task_loss"] > 0
+    assert_allclose(logs["loss"], logs["task_loss"] + logs["sp_loss"], rtol=1e-5)
+    assert not teacher.trainable
+    assert len(distiller.trainable_variables) == len(student.trainable_variables)
+
+
+def test_logged_sp_loss_equals_hand_computation(pair, data):
+    teacher, student = pair
+    x, y = data
+    distiller = _distiller(teacher, student, gamma=250.0)
+    t_feats, s_feats = _features(teacher, "t_group", x), _features(student, "s_group", x)
+    by_hand = 250.0 * reference.sp_loss([t_feats], [s_feats])
+    # One training step on one batch logs the value before the update...
+    history = distiller.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    assert_allclose(history.history["sp_loss"][0], by_hand, rtol=1e-4)
+    # ...and evaluation logs it for the updated student.
+    s_after = _features(student, "s_group", x)
+    logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    assert_allclose(logs["sp_loss"], 250.0 * reference.sp_loss([t_feats], [s_after]), rtol=1e-4)
+
+
+def test_per_pair_gamma_and_kd_term_are_logged_as_weighted_terms(pair, data):
+    teacher, student = pair
+    x, y = data
+    distiller = _distiller(
+        teacher,
+        student,
+        kd_weight=0.7,
+        temperature=2.0,
+        layer_pairs=[("t_group", "s_group"), ("t_conv1", "s_group")],
+        gamma=[10.0, 30.0],
+    )
+    logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    t_group, t_conv = _features(teacher, "t_group", x), _features(teacher, "t_conv1", x)
+    s_group = _features(student, "s_group", x)
+    assert_allclose(
+        logs["sp_loss"],
+        reference.sp_loss([t_group, t_conv], [s_group, s_group], [10.0, 30.0]),
+        rtol=1e-4,
+    )
+    kd = 0.7 * reference.kd_loss(teacher(x).numpy(), student(x).numpy(), 2.0)
+    assert_allclose(logs["kd_loss"], kd, rtol=1e-4)
+    assert_allclose(logs["loss"], logs["task_loss"] + logs["sp_loss"] + logs["kd_loss"], rtol=1e-5)
+
+
+def test_distiller_call_is_the_student(pair, data):
+    teacher, student = pair
+    x, _ = data
+    distiller = _distiller(teacher, student)
+    assert_allclose(distiller(x), student(x), atol=0)
+    assert_allclose(distiller.predict(x, verbose=0), student.predict(x, verbose=0), atol=1e-6)
+
+
+def test_gamma_zero_equals_plain_student_fit(data):
+    x, y = data
+    keras.utils.set_random_seed(3)
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    twin = keras.models.clone_model(student)
+    twin.set_weights(student.get_weights())
+    initial = [w.copy() for w in student.get_weights()]
+    distiller = _distiller(teacher, student, gamma=0.0)
+    distiller.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    twin.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=sparse_ce())
+    twin.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    for ours, plain, start in zip(student.get_weights(), twin.get_weights(), initial):
+        assert_allclose(ours, plain, atol=1e-5)
+        assert np.abs(plain - start).max() > 1e-3  # training did move them
+
+
+def test_sample_weight_is_honoured(pair, data):
+    teacher, student = pair
+    x, y = data
+    distiller = keras_spkd.SPDistiller(teacher, student, [("t_group", "s_group")], gamma=0.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), loss=sparse_ce())
+    before = [w.copy() for w in student.get_weights()]
+    distiller.fit(x, y, sample_weight=np.zeros(len(x)), batch_size=8, verbose=0)
+    for a, b in zip(before, student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    distiller.fit(x, y, sample_weight=np.ones(len(x)), batch_size=8, verbose=0)
+    assert any(not np.allclose(a, b) for a, b in zip(before, student.get_weights()))
+
+
+def test_jit_compiled_fit_matches_graph_fit(data):
+    x, y = data
+    results = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(4)
+        teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+        distiller = keras_spkd.SPDistiller(teacher, student, [("t_group", "s_group")], gamma=50.0)
+        distiller.compile(optimizer="sgd", loss=sparse_ce(), jit_compile=jit)
+        history = distiller.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        results.append((history.history["sp_loss"][0], student.get_weights()))
+    assert_allclose(results[0][0], results[1][0], rtol=1e-4)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert_allclose(a, b, atol=1e-5)
+
+
+def test_mixed_precision_scales_the_loss(data):
+    x, y = data
+    moves = {}
+    for policy in ("float32", "mixed_float16"):
+        keras.config.set_dtype_policy(policy)
+        keras.utils.set_random_seed(5)
+        teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+        distiller = keras_spkd.SPDistiller(teacher, student, [("t_group", "s_group")], gamma=100.0)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.05), loss=sparse_ce())
+        before = [w.copy() for w in student.get_weights()]
+        history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        moves[policy] = sum(np.abs(a - b).sum() for a, b in zip(before, student.get_weights()))
+        if policy == "mixed_float16":
+            assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
+            assert student.get_layer("s_group").compute_dtype == "float16"
+    # Without loss scaling a float16 step would move the weights ~32768x less.
+    assert 0.5 < moves["mixed_float16"] / moves["float32"] < 2.0
+
+
+def test_keras_file_round_trip_keeps_config_weights_and_trains_on(pair, data, tmp_path):
+    teacher, student = pair
+    x, y = data
+    distiller = _distiller(teacher, student, kd_weight=0.5, gamma=[42.0])
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    path = tmp_path / "distiller.keras"
+    distiller.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, keras_spkd.SPDistiller)
+    assert loaded.layer_pairs == [("t_group", "s_group")]
+    assert (loaded.gamma, loaded.kd_weight, loaded.temperature) == ([42.0], 0.5, 4.0)
+    assert_allclose(loaded.predict(x, verbose=0), distiller.predict(x, verbose=0), atol=1e-6)
+    for a, b in zip(loaded.teacher.get_weights(), teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    history = loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["sp_loss"][0])
+    config = distiller.get_config()
+    assert keras_spkd.SPDistiller.from_config(config).get_config() == config
+
+
+def test_privileged_inputs_feed_teacher_and_student_separately(data):
+    x, y = data
+    keras.utils.set_random_seed(6)
+    teacher = small_cnn("t", 8, input_shape=(8, 8, 1))
+    student = small_cnn("s", 4, input_shape=(4, 4, 1))  # a degraded view
+    x_student = x[:, ::2, ::2, :]
+    distiller = _distiller(teacher, student)
+    history = distiller.fit(
+        {"teacher": x, "student": x_student}, y, batch_size=8, epochs=1, verbose=0
+    )
+    assert np.isfinite(history.history["sp_loss"][0])
+    assert_allclose(distiller({"teacher": x, "student": x_student}), student(x_student))
+    logs = distiller.evaluate(
+        {"teacher": x, "student": x_student}, y, batch_size=32, verbose=0, return_dict=True
+    )
+    expected = 100.0 * reference.sp_loss(
+        [_features(teacher, "t_group", x)], [_features(student, "s_group", x_student)]
+    )
+    assert_allclose(logs["sp_loss"], expected, rtol=1e-4)
+
+
+def test_privileged_batches_of_different_sizes_are_rejected(data):
+    x, y = data
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    distiller = _distiller(teacher, student)
+    mismatched = tf.data.Dataset.zip(
+        (
+            tf.data.Dataset.zip(
+                {
+                    "teacher": tf.data.Dataset.from_tensor_slices(x).batch(8),
+                    "student": tf.data.Dataset.from_tensor_slices(x).batch(4),
+                }
+            ),
+            tf.data.Dataset.from_tensor_slices(y).batch(8),
+        )
+    )
+    with pytest.raises(
+        (ValueError, tf.errors.InvalidArgumentError), match="batches differ in size"
+    ):
+        distiller.fit(mismatched, epochs=1, verbose=0)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.dense(keras.ops.reshape(x, (keras.ops.shape(x)[0], -1)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            {"layer_pairs": [("t_group", "s_nope")]},
+            ValueError,
+            r"student 's' has no layer 's_nope'\. Available layers: \['s_conv1', 's_group'",
+        ),
+        (
+            {"layer_pairs": [("t_typo", "s_group")]},
+            ValueError,
+            r"teacher 't' has no layer 't_typo'.*'t_conv1'",
+        ),
+        ({"layer_pairs": []}, ValueError, "non-empty list"),
+        ({"layer_pairs": [("t_group",)]}, ValueError, r"pair of strings; received \('t_group',\)"),
+        ({"gamma": -1.0}, ValueError, r"gamma >= 0; received -1\.0"),
+        ({"gamma": [1.0, 2.0]}, ValueError, r"one gamma per layer pair \(1 pairs\); received 2"),
+        ({"gamma": "big"}, TypeError, "float or a list of floats"),
+        ({"kd_weight": -0.1}, ValueError, "kd_weight >= 0"),
+        ({"temperature": 0.0}, ValueError, "temperature > 0"),
+    ],
+)
+def test_bad_arguments_fail_before_training(pair, kwargs, error, message):
+    teacher, student = pair
+    with pytest.raises(error, match=message):
+        _distiller(teacher, student, **kwargs)
+
+
+def test_bad_models_fail_before_training():
+    teacher = small_cnn("t", 8)
+    with pytest.raises(ValueError, match="same model object"):
+        keras_spkd.SPDistiller(teacher, teacher, [("t_group", "t_group")])
+    subclassed = _Subclassed()
+    subclassed(np.ones((2, 8, 8, 1)))
+    with pytest.raises(ValueError, match="student .* subclassed model with no symbolic graph"):
+        keras_spkd.SPDistiller(teacher, subclassed, [("t_group", "dense")])
+    with pytest.raises(
+        ValueError, match="teacher's input has batch dimension 16 and the student's 8"
+    ):
+        keras_spkd.SPDistiller(
+            small_cnn("t", 8, batch_size=16),
+            small_cnn("s", 4, batch_size=8),
+            [("t_group", "s_group")],
+        )
