@@ -1,30 +1,524 @@
-"""`keras-spkd` command line."""
+"""`keras-spkd` command line: teacher, distill, export, evaluate.
+
+`keras-spkd distill` with no arguments is the main job on the embedded
+digits: a teacher (trained, or reused from the cache), the student trained
+alone and with SP from the same initialisation, their test accuracies, the
+SP student exported and a picture of the similarity matrices.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import logging
+import os
 import sys
+import time
+from pathlib import Path
 
 from keras_spkd import __version__
+
+logger = logging.getLogger("keras_spkd")
+
+PHASES = ("alone", "sp")
+DIGITS_DEFAULTS = {
+    "teacher_arch": "digits-cnn-32",
+    "student_arch": "digits-cnn-8",
+    "pairs": "group2:group2",
+    "batch_size": 64,
+    "lr": 0.05,
+    "epochs": 30,
+    "teacher_epochs": 40,
+    "gamma": 100.0,
+    "weight_decay": 0.0,
+}
+TFDS_DEFAULTS = {
+    "teacher_arch": "wrn-16-2",
+    "student_arch": "wrn-16-1",
+    "pairs": "group3:group3",
+    "batch_size": 128,
+    "lr": 0.1,
+    "epochs": 200,
+    "teacher_epochs": 200,
+    "gamma": 3000.0,
+    "weight_decay": 5e-4,
+}
+
+
+class UsageError(ValueError):
+    """Bad command-line input: reported in one line with exit code 2."""
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_SPKD_CACHE", Path.home() / ".cache" / "keras-spkd"))
+
+
+def _verbose() -> int:
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _parse_pairs(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in text.split(","):
+        teacher, sep, student = item.strip().partition(":")
+        if not sep or not teacher or not student:
+            raise UsageError(
+                f"--pairs expects TEACHER_LAYER:STUDENT_LAYER[,...]; received {text!r}."
+            )
+        pairs.append((teacher, student))
+    return pairs
+
+
+def _fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    defaults = DIGITS_DEFAULTS if args.dataset == "digits" else TFDS_DEFAULTS
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+def _load_data(args):
+    from keras_spkd.data import load_dataset
+
+    return load_dataset(
+        args.dataset,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        download=args.download,
+        seed=args.seed,
+    )
+
+
+def _build(arch: str, data, args, name: str):
+    from keras_spkd.models import build_model
+
+    return build_model(
+        arch, data.input_shape, data.num_classes, weight_decay=args.weight_decay, name=name
+    )
+
+
+def _optimizer(args, steps_per_epoch: int, epochs: int):
+    import keras
+
+    total = max(1, steps_per_epoch * epochs)
+    if args.schedule == "step":  # x0.2 at 30%, 60%, 80% (60/120/160 of 200 epochs)
+        bounds = [int(total * f) for f in (0.3, 0.6, 0.8)]
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
+            bounds, [args.lr * 0.2**i for i in range(4)]
+        )
+    elif args.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(args.lr, total)
+    else:
+        lr = args.lr
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def _compile(model, args, steps_per_epoch: int, epochs: int):
+    import keras
+
+    model.compile(
+        optimizer=_optimizer(args, steps_per_epoch, epochs),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=args.jit,
+    )
+
+
+def _steps(dataset) -> int:
+    return int(dataset.cardinality())
+
+
+def _train_teacher(args, data, path: Path):
+    teacher = _build(args.teacher_arch, data, args, "teacher")
+    _compile(teacher, args, _steps(data.train), args.teacher_epochs)
+    logger.info("Training the teacher %s for %d epochs", args.teacher_arch, args.teacher_epochs)
+    teacher.fit(
+        data.train,
+        validation_data=data.val,
+        epochs=args.teacher_epochs,
+        shuffle=False,
+        verbose=_verbose(),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    teacher.save(path)
+    return teacher
+
+
+def _teacher(args, data):
+    import keras
+
+    if args.teacher:
+        path = Path(args.teacher)
+        if not path.exists():
+            raise UsageError(
+                f"Teacher file {str(path)!r} does not exist; train one with "
+                "`keras-spkd teacher --out PATH` or omit --teacher."
+            )
+        return keras.saving.load_model(path), str(path)
+    path = (
+        _cache_dir()
+        / "teachers"
+        / (f"{args.dataset}-{args.teacher_arch}-e{args.teacher_epochs}-s{args.seed}.keras")
+    )
+    if path.exists():
+        logger.info("Reusing the cached teacher %s", path)
+        return keras.saving.load_model(path), str(path)
+    return _train_teacher(args, data, path), str(path)
+
+
+def _validate_pairs(teacher, student, pairs):
+    from keras_spkd.features import build_feature_extractor
+
+    build_feature_extractor(teacher, [t for t, _ in pairs], role="teacher")
+    build_feature_extractor(student, [s for _, s in pairs], role="student")
+
+
+def _trim_history(csv_path: Path, backup_dir: Path) -> None:
+    """Keeps the CSV rows of the epochs the backup holds (none lost, none twice)."""
+    metadata = backup_dir / "training_metadata.json"
+    done = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
+    if not csv_path.exists():
+        return
+    with csv_path.open() as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) < done]
+    with csv_path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept if len(kept) > 1 else [])
+
+
+def _run_phase(phase: str, args, data, teacher, run_dir: Path) -> dict:
+    import keras
+
+    from keras_spkd.distiller import SPDistiller
+
+    phase_dir = run_dir / phase
+    result_path = phase_dir / "result.json"
+    if result_path.exists():
+        logger.info("Phase %r already finished; reusing its result", phase)
+        return json.loads(result_path.read_text())
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    student = _build(args.student_arch, data, args, "student")
+    student.load_weights(run_dir / "student_init.weights.h5")
+    if phase == "sp":
+        model = SPDistiller(
+            teacher,
+            student,
+            _parse_pairs(args.pairs),
+            gamma=args.gamma,
+            kd_weight=args.kd_weight,
+            temperature=args.temperature,
+        )
+    else:
+        model = student
+    _compile(model, args, _steps(data.train), args.epochs)
+    csv_path, backup_dir = phase_dir / "history.csv", phase_dir / "backup"
+    _trim_history(csv_path, backup_dir)
+    callbacks = [
+        keras.callbacks.CSVLogger(str(csv_path), append=True),
+        keras.callbacks.BackupAndRestore(str(backup_dir)),
+    ]
+    logger.info(
+        "Training the student %s (%s) for %d epochs",
+        args.student_arch,
+        "alone" if phase == "alone" else f"with SP, gamma={args.gamma}",
+        args.epochs,
+    )
+    start = time.perf_counter()
+    model.fit(
+        data.train,
+        validation_data=data.val,
+        epochs=args.epochs,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=_verbose(),
+    )
+    seconds = time.perf_counter() - start
+    logs = model.evaluate(data.test, verbose=0, return_dict=True)
+    student.save(phase_dir / "student.keras")
+    result = {
+        "test_accuracy": float(logs["accuracy"]),
+        "fit_seconds": round(seconds, 1),
+        "epochs": args.epochs,
+    }
+    result_path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _heat_map(args, data, teacher, run_dir: Path) -> str:
+    import keras
+
+    from keras_spkd.features import build_feature_extractor
+    from keras_spkd.plots import plot_similarity_matrices
+
+    t_layer, s_layer = _parse_pairs(args.pairs)[0]
+    images, labels = data.probe
+    panels = {f"teacher {t_layer}": build_feature_extractor(teacher, [t_layer], False)(images)}
+    for phase, title in (("alone", "student alone"), ("sp", "SP student")):
+        student = keras.saving.load_model(run_dir / phase / "student.keras")
+        panels[f"{title} {s_layer}"] = build_feature_extractor(student, [s_layer], False)(images)
+    path = run_dir / "similarity.png"
+    plot_similarity_matrices(panels, labels, path, reference=f"teacher {t_layer}")
+    return str(path)
+
+
+def cmd_distill(args) -> int:
+    import keras
+
+    from keras_spkd.export import export_student
+
+    _fill_defaults(args)
+    pairs = _parse_pairs(args.pairs)
+    run_dir = Path(args.out)
+    config_path = run_dir / "config.json"
+    if config_path.exists() and not args.resume:
+        raise UsageError(
+            f"Run directory {str(run_dir)!r} already holds a run; pass --resume "
+            "to continue it or choose another --out."
+        )
+    if args.resume and config_path.exists():
+        saved = json.loads(config_path.read_text())
+        for key, value in saved.items():
+            if key not in ("resume", "command"):
+                setattr(args, key, value)
+    keras.utils.set_random_seed(args.seed)
+    data = _load_data(args)
+    student = _build(args.student_arch, data, args, "student")
+    if args.teacher:
+        teacher, teacher_path = _teacher(args, data)
+        _validate_pairs(teacher, student, pairs)
+    else:  # check the pairs on the architecture before spending time on training
+        _validate_pairs(_build(args.teacher_arch, data, args, "teacher"), student, pairs)
+        teacher, teacher_path = _teacher(args, data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "command")}
+    config_path.write_text(json.dumps(config, indent=2))
+    init_path = run_dir / "student_init.weights.h5"
+    if not init_path.exists():
+        student.save_weights(init_path)
+
+    teacher.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    teacher_accuracy = float(teacher.evaluate(data.test, verbose=0, return_dict=True)["accuracy"])
+    results = {phase: _run_phase(phase, args, data, teacher, run_dir) for phase in PHASES}
+    probe_images = data.probe[0]
+    best = keras.saving.load_model(run_dir / "sp" / "student.keras")
+    report = export_student(best, run_dir / "export", probe_images, tflite=tuple(args.tflite))
+    summary = {
+        "dataset": args.dataset,
+        "teacher": teacher_path,
+        "teacher_arch": args.teacher_arch,
+        "student_arch": args.student_arch,
+        "pairs": pairs,
+        "gamma": args.gamma,
+        "teacher_test_accuracy": teacher_accuracy,
+        "student_alone_test_accuracy": results["alone"]["test_accuracy"],
+        "sp_student_test_accuracy": results["sp"]["test_accuracy"],
+        "phases": results,
+        "export": report.as_dict(),
+        "similarity_png": _heat_map(args, data, teacher, run_dir),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(_table(summary, args))
+    print(f"Run directory: {run_dir}  (SavedModel: {report.saved_model})")
+    return 0
+
+
+def _table(summary: dict, args) -> str:
+    rows = [
+        ("teacher", args.teacher_arch, summary["teacher_test_accuracy"]),
+        ("student alone", args.student_arch, summary["student_alone_test_accuracy"]),
+        (
+            f"student + SP (gamma={args.gamma:g})",
+            args.student_arch,
+            summary["sp_student_test_accuracy"],
+        ),
+    ]
+    lines = [
+        f"Test accuracy on {args.dataset}:",
+        "| model | architecture | test accuracy |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {arch} | {acc:.2%} |" for name, arch, acc in rows]
+    return "\n".join(lines)
+
+
+def cmd_teacher(args) -> int:
+    import keras
+
+    _fill_defaults(args)
+    keras.utils.set_random_seed(args.seed)
+    data = _load_data(args)
+    teacher = _train_teacher(args, data, Path(args.out))
+    accuracy = teacher.evaluate(data.test, verbose=0, return_dict=True)["accuracy"]
+    print(f"Teacher {args.teacher_arch}: test accuracy {accuracy:.2%}; saved to {args.out}")
+    return 0
+
+
+def _load_student(path: str):
+    import keras
+
+    from keras_spkd.distiller import SPDistiller
+
+    if not Path(path).exists():
+        raise UsageError(f"Model file {path!r} does not exist.")
+    model = keras.saving.load_model(path)
+    return model.student if isinstance(model, SPDistiller) else model
+
+
+def cmd_export(args) -> int:
+    from keras_spkd.export import export_student
+
+    student = _load_student(args.model)
+    _fill_defaults(args)
+    data = _load_data(args)
+    report = export_student(student, args.out, data.probe[0], tflite=tuple(args.tflite))
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import keras
+
+    model = _load_student(args.model)
+    _fill_defaults(args)
+    data = _load_data(args)
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    logs = model.evaluate(data.test, verbose=0, return_dict=True)
+    print(json.dumps({k: float(v) for k, v in logs.items()}))
+    return 0
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="'digits' (embedded, default) or a TFDS name such as cifar10",
+    )
+    parser.add_argument("--data-dir", help="prepared TFDS data directory")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="let TFDS download and prepare missing data (needs a network)",
+    )
+    parser.add_argument("--batch-size", type=int, help="mini-batch size b")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lr", type=float, help="initial SGD learning rate")
+    parser.add_argument(
+        "--schedule",
+        choices=("step", "cosine", "constant"),
+        default="step",
+        help="learning-rate schedule (step: x0.2 at 30/60/80%% of training)",
+    )
+    parser.add_argument("--weight-decay", type=float, help="L2 weight decay of the kernels")
+    parser.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="XLA-compile the training step",
+    )
+
+
+TFLITE_HELP = "TFLite exports to write: float, dynamic, int8 (none: omit the flag's values)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-spkd",
-        description="Similarity-Preserving Knowledge Distillation for Keras.",
+        description="Similarity-Preserving Knowledge Distillation (Tung & Mori, ICCV 2019) "
+        "for Keras. Run `keras-spkd distill` for the embedded digits demo.",
     )
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument(
+        "--config",
+        help="JSON file of option defaults (keys as option names "
+        "with underscores), e.g. the best trial of `keras-spkd tune`",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    distill = commands.add_parser(
+        "distill", help="train a student alone and with SP; compare; export the SP student"
+    )
+    _data_arguments(distill)
+    _training_arguments(distill)
+    distill.add_argument(
+        "--teacher", help="trained teacher (.keras); default: train one, or reuse it from the cache"
+    )
+    distill.add_argument("--teacher-arch", help="built-in teacher: wrn-D-K or digits-cnn-W")
+    distill.add_argument("--teacher-epochs", type=int)
+    distill.add_argument("--student-arch", help="student: wrn-D-K or digits-cnn-W")
+    distill.add_argument("--pairs", help="layer pairs TEACHER:STUDENT[,...], e.g. group3:group3")
+    distill.add_argument("--gamma", type=float, help="SP weight gamma")
+    distill.add_argument("--kd-weight", type=float, default=0.0, help="Hinton KD weight")
+    distill.add_argument("--temperature", type=float, default=4.0, help="KD temperature")
+    distill.add_argument("--epochs", type=int, help="student epochs")
+    distill.add_argument("--out", default="runs/distill", help="run directory")
+    distill.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run in --out"
+    )
+    distill.add_argument("--tflite", nargs="*", default=["float"], help=TFLITE_HELP)
+    distill.set_defaults(func=cmd_distill)
+
+    teacher = commands.add_parser("teacher", help="train and save a teacher")
+    _data_arguments(teacher)
+    _training_arguments(teacher)
+    teacher.add_argument("--teacher-arch", help="wrn-D-K or digits-cnn-W")
+    teacher.add_argument("--teacher-epochs", "--epochs", type=int, dest="teacher_epochs")
+    teacher.add_argument("--out", default="teacher.keras", help="where to save it (.keras)")
+    teacher.set_defaults(func=cmd_teacher)
+
+    export = commands.add_parser(
+        "export",
+        help="export a student (or distiller) .keras file "
+        "as SavedModel and TFLite, checked against the model",
+    )
+    export.add_argument("model")
+    _data_arguments(export)
+    export.add_argument("--out", default="export")
+    export.add_argument("--tflite", nargs="*", default=["float", "dynamic"], help=TFLITE_HELP)
+    export.set_defaults(func=cmd_export)
+
+    evaluate = commands.add_parser("evaluate", help="test accuracy of a saved model")
+    evaluate.add_argument("model")
+    _data_arguments(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+    parser.commands = commands.choices
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("keras-spkd: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
+    args, _ = parser.parse_known_args(argv)
+    if args.config:
+        try:
+            config = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            parser.exit(2, f"keras-spkd: error: cannot read --config {args.config}: {error}\n")
+        for command in parser.commands.values():
+            command.set_defaults(**config)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"keras-spkd: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
