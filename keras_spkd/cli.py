@@ -187,6 +187,21 @@ def _trim_history(csv_path: Path, backup_dir: Path) -> None:
         csv.writer(f).writerows(kept if len(kept) > 1 else [])
 
 
+def _usable_backup(backup_dir: Path) -> None:
+    """Drops a backup whose only weights file a kill left half-written."""
+    import h5py
+
+    weights = backup_dir / "latest.weights.h5"
+    if not weights.exists() or (backup_dir / "latest.weights.h5.bkp").exists():
+        return  # BackupAndRestore falls back to the .bkp copy by itself
+    try:
+        h5py.File(weights, "r").close()
+    except OSError:
+        logger.warning("The backup in %s was cut off mid-write; restarting this phase", backup_dir)
+        for path in backup_dir.iterdir():
+            path.unlink()
+
+
 def _run_phase(phase: str, args, data, teacher, run_dir: Path) -> dict:
     import keras
 
@@ -213,10 +228,12 @@ def _run_phase(phase: str, args, data, teacher, run_dir: Path) -> dict:
         model = student
     _compile(model, args, _steps(data.train), args.epochs)
     csv_path, backup_dir = phase_dir / "history.csv", phase_dir / "backup"
+    if backup_dir.exists():
+        _usable_backup(backup_dir)
     _trim_history(csv_path, backup_dir)
-    callbacks = [
+    callbacks = [  # CSV row first, then the backup: a kill between them repeats no row
         keras.callbacks.CSVLogger(str(csv_path), append=True),
-        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
     ]
     logger.info(
         "Training the student %s (%s) for %d epochs",
