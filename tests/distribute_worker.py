@@ -1,0 +1,79 @@
+"""Runs SPDistiller for one epoch under one strategy; writes weights and logs.
+
+Usage: python tests/distribute_worker.py single|cross|per OUT.npz
+A process creates one strategy only (collective keys are per process), on two
+logical CPU devices configured before TensorFlow initialises.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import keras_spkd  # noqa: E402
+from tests.conftest import small_cnn  # noqa: E402
+
+GAMMA, GLOBAL_BATCH = 500.0, 16
+
+
+def main(mode: str, out: str) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 8, 8, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 64)
+    if mode == "single":
+        strategy = tf.distribute.get_strategy()
+    else:
+        strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+    with strategy.scope():
+        keras.utils.set_random_seed(7)
+        teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+        distiller = keras_spkd.SPDistiller(
+            teacher, student, [("t_group", "s_group")], gamma=GAMMA, cross_replica=mode == "cross"
+        )
+        distiller.compile(
+            optimizer=keras.optimizers.SGD(0.1),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+    history = distiller.fit(
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH),
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+    )
+    probe = tf.data.Dataset.from_tensor_slices((x[:GLOBAL_BATCH], y[:GLOBAL_BATCH]))
+    logs = distiller.evaluate(probe.batch(GLOBAL_BATCH), verbose=0, return_dict=True)
+    t_feats = keras.Model(teacher.input, teacher.get_layer("t_group").output)(x[:GLOBAL_BATCH])
+    s_feats = keras.Model(student.input, student.get_layer("s_group").output)(x[:GLOBAL_BATCH])
+    half = GLOBAL_BATCH // 2
+    report = {
+        "replicas": strategy.num_replicas_in_sync,
+        "train_sp_loss": history.history["sp_loss"][0],
+        "train_loss": history.history["loss"][0],
+        "eval_sp_loss": logs["sp_loss"],
+        "by_hand_global": GAMMA * float(keras_spkd.similarity_preserving_loss(t_feats, s_feats)),
+        "by_hand_half_mean": GAMMA
+        * float(
+            np.mean(
+                [
+                    keras_spkd.similarity_preserving_loss(t_feats[:half], s_feats[:half]),
+                    keras_spkd.similarity_preserving_loss(t_feats[half:], s_feats[half:]),
+                ]
+            )
+        ),
+    }
+    np.savez(out, *student.get_weights())
+    Path(out).with_suffix(".json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
