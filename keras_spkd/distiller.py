@@ -169,6 +169,18 @@ class SPDistiller(keras.Model):
         engine_tracker = getattr(self, "_loss_tracker", None)
         return [m for m in super().metrics if m is not engine_tracker]
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras's symbolic build reduces a PerReplica batch, which fails under
+        # MultiWorkerMirroredStrategy (keras #20585). The sub-models are built
+        # already; only the optimizer needs its variables, inside the scope.
+        strategy = self._distribute_strategy
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            with strategy.scope():
+                if not self.optimizer.built:
+                    self.optimizer.build(self.student.trainable_variables)
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def _split_inputs(self, x):
         if isinstance(x, dict) and set(x) == {TEACHER_KEY, STUDENT_KEY}:
             return x[TEACHER_KEY], x[STUDENT_KEY]
@@ -244,6 +256,14 @@ class SPDistiller(keras.Model):
         if self.kd_loss_tracker is not None:
             self.kd_loss_tracker.update_state(parts["kd_loss"], batch_size)
 
+    def _metrics_result(self, x, y, y_pred, sample_weight):
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces multi-worker logs with reduce(MEAN, axis=0), which
+            # rejects scalars (tensorflow #72388): hand it rank-1 values.
+            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+        return logs
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x_teacher, x_student = self._split_inputs(x)
@@ -260,7 +280,7 @@ class SPDistiller(keras.Model):
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply(gradients, variables)
         self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
-        return self.compute_metrics(x_student, y, y_pred, sample_weight)
+        return self._metrics_result(x_student, y, y_pred, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -271,7 +291,7 @@ class SPDistiller(keras.Model):
             x_student, y, sample_weight, teacher_out, student_out, False
         )
         self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
-        return self.compute_metrics(x_student, y, y_pred, sample_weight)
+        return self._metrics_result(x_student, y, y_pred, sample_weight)
 
     def get_config(self) -> dict:
         config = super().get_config()

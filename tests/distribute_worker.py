@@ -1,8 +1,9 @@
 """Runs SPDistiller for one epoch under one strategy; writes weights and logs.
 
-Usage: python tests/distribute_worker.py single|cross|per OUT.npz
-A process creates one strategy only (collective keys are per process), on two
-logical CPU devices configured before TensorFlow initialises.
+Usage: python tests/distribute_worker.py single|cross|per|worker OUT.npz
+A process creates one strategy only (collective keys are per process): two
+logical CPU devices configured before TensorFlow initialises for `cross` and
+`per`; MultiWorkerMirroredStrategy from TF_CONFIG for `worker`.
 """
 
 import json
@@ -13,8 +14,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+MODE = sys.argv[1]
+if MODE == "worker":
+    STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()  # first, before other TF ops
+else:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -30,7 +35,9 @@ def main(mode: str, out: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.random((64, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 10, 64)
-    if mode == "single":
+    if mode == "worker":
+        strategy = STRATEGY
+    elif mode == "single":
         strategy = tf.distribute.get_strategy()
     else:
         strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
@@ -38,18 +45,25 @@ def main(mode: str, out: str) -> None:
         keras.utils.set_random_seed(7)
         teacher, student = small_cnn("t", 8), small_cnn("s", 4)
         distiller = keras_spkd.SPDistiller(
-            teacher, student, [("t_group", "s_group")], gamma=GAMMA, cross_replica=mode == "cross"
+            teacher, student, [("t_group", "s_group")], gamma=GAMMA, cross_replica=mode != "per"
         )
         distiller.compile(
             optimizer=keras.optimizers.SGD(0.1),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-    history = distiller.fit(
-        tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH),
-        epochs=1,
-        shuffle=False,
-        verbose=0,
-    )
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
+    history = distiller.fit(dataset.with_options(options), epochs=1, shuffle=False, verbose=0)
+    if mode == "worker":  # evaluation under multi-worker is not what is tested here
+        np.savez(out, *student.get_weights())
+        report = {
+            "replicas": strategy.num_replicas_in_sync,
+            "train_sp_loss": float(np.ravel(history.history["sp_loss"])[0]),
+            "train_loss": float(np.ravel(history.history["loss"])[0]),
+        }
+        Path(out).with_suffix(".json").write_text(json.dumps(report))
+        return
     probe = tf.data.Dataset.from_tensor_slices((x[:GLOBAL_BATCH], y[:GLOBAL_BATCH]))
     logs = distiller.evaluate(probe.batch(GLOBAL_BATCH), verbose=0, return_dict=True)
     t_feats = keras.Model(teacher.input, teacher.get_layer("t_group").output)(x[:GLOBAL_BATCH])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,56 @@ def test_per_replica_default_is_the_mean_of_half_batch_losses(runs):
     np.testing.assert_allclose(per["eval_sp_loss"], per["by_hand_half_mean"], rtol=1e-4)
     assert abs(per["by_hand_half_mean"] - per["by_hand_global"]) > 0.1  # a different objective
     assert max(np.abs(a - b).max() for a, b in zip(single_weights, per_weights)) > 1e-3
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_identical_students_equal_to_one_device(runs, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "tests" / "distribute_worker.py"),
+                    "worker",
+                    str(tmp_path / f"worker{index}.npz"),
+                ],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        codes = [worker.wait(timeout=240) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    assert codes == [0, 0], [w.stderr.read()[-2000:] for w in workers]
+    single_weights, single = runs["single"]
+    students = []
+    for index in range(2):
+        weights = np.load(tmp_path / f"worker{index}.npz")
+        students.append([weights[k] for k in weights.files])
+        report = json.loads((tmp_path / f"worker{index}.json").read_text())
+        assert report["replicas"] == 2
+        np.testing.assert_allclose(report["train_sp_loss"], single["train_sp_loss"], rtol=1e-5)
+        np.testing.assert_allclose(report["train_loss"], single["train_loss"], rtol=1e-5)
+    for a, b, c in zip(*students, single_weights):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, atol=1e-5)
