@@ -5,6 +5,7 @@ ICCV 2019, arXiv:1907.09682.
 """
 
 from keras_spkd.distiller import SPDistiller
+from keras_spkd.distribute import check_global_batch, make_strategy
 from keras_spkd.features import build_feature_extractor, layer_paths
 from keras_spkd.losses import (
     SimilarityPreservingDistillation,
@@ -21,8 +22,10 @@ __all__ = [
     "SimilarityPreservingDistillation",
     "SimilarityPreservingLoss",
     "build_feature_extractor",
+    "check_global_batch",
     "knowledge_distillation_loss",
     "layer_paths",
+    "make_strategy",
     "similarity_matrix",
     "similarity_preserving_loss",
 ]

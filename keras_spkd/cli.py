@@ -223,6 +223,7 @@ def _run_phase(phase: str, args, data, teacher, run_dir: Path) -> dict:
             gamma=args.gamma,
             kd_weight=args.kd_weight,
             temperature=args.temperature,
+            cross_replica=True,  # the same objective on any number of devices
         )
     else:
         model = student
@@ -279,13 +280,17 @@ def _heat_map(args, data, teacher, run_dir: Path) -> str:
     return str(path)
 
 
-def cmd_distill(args) -> int:
-    import keras
+def _strategy(args):
+    """Creates the --strategy (first: before other TF ops) and checks the batch."""
+    from keras_spkd.distribute import check_global_batch, make_strategy
 
-    from keras_spkd.export import export_student
-
+    strategy = make_strategy(args.strategy)
     _fill_defaults(args)
-    pairs = _parse_pairs(args.pairs)
+    check_global_batch(args.batch_size, strategy)
+    return strategy
+
+
+def cmd_distill(args) -> int:
     run_dir = Path(args.out)
     config_path = run_dir / "config.json"
     if config_path.exists() and not args.resume:
@@ -298,6 +303,17 @@ def cmd_distill(args) -> int:
         for key, value in saved.items():
             if key not in ("resume", "command"):
                 setattr(args, key, value)
+    # Training runs in the strategy's scope; exporting and plotting outside it
+    # (restored SavedModel functions refuse a replica context).
+    with _strategy(args).scope():
+        trained = _distill_training(args, run_dir)
+    return _distill_report(args, run_dir, **trained)
+
+
+def _distill_training(args, run_dir: Path) -> dict:
+    import keras
+
+    pairs = _parse_pairs(args.pairs)
     keras.utils.set_random_seed(args.seed)
     data = _load_data(args)
     student = _build(args.student_arch, data, args, "student")
@@ -309,7 +325,7 @@ def cmd_distill(args) -> int:
         teacher, teacher_path = _teacher(args, data)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "command")}
-    config_path.write_text(json.dumps(config, indent=2))
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     init_path = run_dir / "student_init.weights.h5"
     if not init_path.exists():
         student.save_weights(init_path)
@@ -319,16 +335,30 @@ def cmd_distill(args) -> int:
     )
     teacher_accuracy = float(teacher.evaluate(data.test, verbose=0, return_dict=True)["accuracy"])
     results = {phase: _run_phase(phase, args, data, teacher, run_dir) for phase in PHASES}
-    probe_images = data.probe[0]
+    return {
+        "data": data,
+        "teacher": teacher,
+        "teacher_path": teacher_path,
+        "teacher_accuracy": teacher_accuracy,
+        "results": results,
+    }
+
+
+def _distill_report(args, run_dir, data, teacher, teacher_path, teacher_accuracy, results) -> int:
+    import keras
+
+    from keras_spkd.export import export_student
+
     best = keras.saving.load_model(run_dir / "sp" / "student.keras")
-    report = export_student(best, run_dir / "export", probe_images, tflite=tuple(args.tflite))
+    report = export_student(best, run_dir / "export", data.probe[0], tflite=tuple(args.tflite))
     summary = {
         "dataset": args.dataset,
         "teacher": teacher_path,
         "teacher_arch": args.teacher_arch,
         "student_arch": args.student_arch,
-        "pairs": pairs,
+        "pairs": _parse_pairs(args.pairs),
         "gamma": args.gamma,
+        "strategy": args.strategy,
         "teacher_test_accuracy": teacher_accuracy,
         "student_alone_test_accuracy": results["alone"]["test_accuracy"],
         "sp_student_test_accuracy": results["sp"]["test_accuracy"],
@@ -364,10 +394,10 @@ def _table(summary: dict, args) -> str:
 def cmd_teacher(args) -> int:
     import keras
 
-    _fill_defaults(args)
-    keras.utils.set_random_seed(args.seed)
-    data = _load_data(args)
-    teacher = _train_teacher(args, data, Path(args.out))
+    with _strategy(args).scope():
+        keras.utils.set_random_seed(args.seed)
+        data = _load_data(args)
+        teacher = _train_teacher(args, data, Path(args.out))
     accuracy = teacher.evaluate(data.test, verbose=0, return_dict=True)["accuracy"]
     print(f"Teacher {args.teacher_arch}: test accuracy {accuracy:.2%}; saved to {args.out}")
     return 0
@@ -439,6 +469,13 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="XLA-compile the training step",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multi_worker"),
+        default="default",
+        help="tf.distribute strategy (multi_worker reads TF_CONFIG); with several "
+        "replicas the SP term is computed over the global batch",
     )
 
 

@@ -106,3 +106,76 @@ def test_two_local_workers_train_identical_students_equal_to_one_device(runs, tm
     for a, b, c in zip(*students, single_weights):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, c, atol=1e-5)
+
+
+def test_strategy_choice_and_batch_check_fail_clearly(monkeypatch):
+    import types
+
+    import keras_spkd
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="reads the cluster from TF_CONFIG, which is not set"):
+        keras_spkd.make_strategy("multi_worker")
+    with pytest.raises(ValueError, match="Unknown strategy 'tpu'"):
+        keras_spkd.make_strategy("tpu")
+    two = types.SimpleNamespace(num_replicas_in_sync=2)
+    with pytest.raises(ValueError, match="batch size 15 does not divide by the 2 replicas.*16"):
+        keras_spkd.check_global_batch(15, two)
+    keras_spkd.check_global_batch(16, two)  # an even share passes
+
+
+def test_cross_replica_without_a_strategy_is_the_plain_loss(pair, data):
+    import keras_spkd
+    from tests.conftest import sparse_ce
+
+    teacher, student = pair
+    x, y = data
+    logs = {}
+    for cross in (False, True):
+        distiller = keras_spkd.SPDistiller(
+            teacher, student, [("t_group", "s_group")], gamma=50.0, cross_replica=cross
+        )
+        distiller.compile(optimizer="sgd", loss=sparse_ce())
+        logs[cross] = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    assert logs[True]["sp_loss"] == pytest.approx(logs[False]["sp_loss"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_trains_under_a_mirrored_strategy_and_rejects_multi_worker_without_cluster(tmp_path):
+    env = {
+        **os.environ,
+        "KERAS_SPKD_CACHE": str(tmp_path),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("TF_CONFIG", None)
+    args = ["distill", "--epochs", "1", "--teacher-epochs", "1", "--out", "run"]
+    ok = subprocess.run(
+        [sys.executable, "-m", "keras_spkd.cli", *args, "--strategy", "mirrored"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["strategy"] == "mirrored"
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keras_spkd.cli",
+            *args,
+            "--out",
+            "run2",
+            "--strategy",
+            "multi_worker",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert bad.returncode == 2 and "TF_CONFIG" in bad.stderr
+    assert "Traceback" not in bad.stderr
