@@ -4,7 +4,7 @@ Reference: Tung & Mori, "Similarity-Preserving Knowledge Distillation",
 ICCV 2019, arXiv:1907.09682.
 """
 
-from keras_spkd.distiller import SPDistiller
+from keras_spkd.distiller import FitUnderStrategy, SPDistiller
 from keras_spkd.distribute import check_global_batch, make_strategy
 from keras_spkd.features import build_feature_extractor, layer_paths
 from keras_spkd.losses import (
@@ -18,6 +18,7 @@ from keras_spkd.losses import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "FitUnderStrategy",
     "SPDistiller",
     "SimilarityPreservingDistillation",
     "SimilarityPreservingLoss",

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from keras_spkd import __version__
 
 logger = logging.getLogger("keras_spkd")
@@ -129,11 +131,34 @@ def _steps(dataset) -> int:
     return int(dataset.cardinality())
 
 
+def _trainable(model):
+    """The model itself, or under multi-worker a wrapper whose fit() works there."""
+    import tensorflow as tf
+
+    from keras_spkd.distiller import FitUnderStrategy
+
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return FitUnderStrategy(model)
+    return model
+
+
+def _accuracy(model, dataset) -> float:
+    import keras
+
+    model = _trainable(model)
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    logs = model.evaluate(dataset, verbose=0, return_dict=True)
+    return float(np.ravel(logs["accuracy"])[0])
+
+
 def _train_teacher(args, data, path: Path):
     teacher = _build(args.teacher_arch, data, args, "teacher")
-    _compile(teacher, args, _steps(data.train), args.teacher_epochs)
+    trainer = _trainable(teacher)
+    _compile(trainer, args, _steps(data.train), args.teacher_epochs)
     logger.info("Training the teacher %s for %d epochs", args.teacher_arch, args.teacher_epochs)
-    teacher.fit(
+    trainer.fit(
         data.train,
         validation_data=data.val,
         epochs=args.teacher_epochs,
@@ -226,7 +251,7 @@ def _run_phase(phase: str, args, data, teacher, run_dir: Path) -> dict:
             cross_replica=True,  # the same objective on any number of devices
         )
     else:
-        model = student
+        model = _trainable(student)
     _compile(model, args, _steps(data.train), args.epochs)
     csv_path, backup_dir = phase_dir / "history.csv", phase_dir / "backup"
     if backup_dir.exists():
@@ -255,7 +280,7 @@ def _run_phase(phase: str, args, data, teacher, run_dir: Path) -> dict:
     logs = model.evaluate(data.test, verbose=0, return_dict=True)
     student.save(phase_dir / "student.keras")
     result = {
-        "test_accuracy": float(logs["accuracy"]),
+        "test_accuracy": float(np.ravel(logs["accuracy"])[0]),
         "fit_seconds": round(seconds, 1),
         "epochs": args.epochs,
     }
@@ -290,6 +315,12 @@ def _strategy(args):
     return strategy
 
 
+def _worker_index(strategy) -> int:
+    """This process's worker index under MultiWorkerMirroredStrategy, else 0."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return int(getattr(resolver, "task_id", 0) or 0) if resolver else 0
+
+
 def cmd_distill(args) -> int:
     run_dir = Path(args.out)
     config_path = run_dir / "config.json"
@@ -305,7 +336,11 @@ def cmd_distill(args) -> int:
                 setattr(args, key, value)
     # Training runs in the strategy's scope; exporting and plotting outside it
     # (restored SavedModel functions refuse a replica context).
-    with _strategy(args).scope():
+    strategy = _strategy(args)
+    worker = _worker_index(strategy)
+    if worker:  # every worker trains; each writes its own files
+        run_dir = run_dir / f"worker{worker}"
+    with strategy.scope():
         trained = _distill_training(args, run_dir)
     return _distill_report(args, run_dir, **trained)
 
@@ -330,10 +365,7 @@ def _distill_training(args, run_dir: Path) -> dict:
     if not init_path.exists():
         student.save_weights(init_path)
 
-    teacher.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
-    )
-    teacher_accuracy = float(teacher.evaluate(data.test, verbose=0, return_dict=True)["accuracy"])
+    teacher_accuracy = _accuracy(teacher, data.test)
     results = {phase: _run_phase(phase, args, data, teacher, run_dir) for phase in PHASES}
     return {
         "data": data,
@@ -398,7 +430,7 @@ def cmd_teacher(args) -> int:
         keras.utils.set_random_seed(args.seed)
         data = _load_data(args)
         teacher = _train_teacher(args, data, Path(args.out))
-    accuracy = teacher.evaluate(data.test, verbose=0, return_dict=True)["accuracy"]
+        accuracy = _accuracy(teacher, data.test)
     print(f"Teacher {args.teacher_arch}: test accuracy {accuracy:.2%}; saved to {args.out}")
     return 0
 

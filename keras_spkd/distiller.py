@@ -53,8 +53,68 @@ def _num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _multi_worker() -> bool:
+    return isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+
+
+class MultiWorkerFitMixin:
+    """Makes Keras 3 `fit()` work under `MultiWorkerMirroredStrategy`.
+
+    Two upstream bugs: Keras's symbolic build reduces a PerReplica batch
+    (keras #20585), and scalar logs fail `reduce(MEAN, axis=0)` (tensorflow
+    #72388). Under that strategy only, the model (built already) gets its
+    optimizer and metrics built inside the scope instead, and its logs are
+    returned rank-1.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        with strategy.scope():
+            if not self.optimizer.built:
+                self.optimizer.build(self.trainable_variables)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        if _multi_worker():
+            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+        return logs
+
+
 @keras.saving.register_keras_serializable(package="keras_spkd")
-class SPDistiller(keras.Model):
+class FitUnderStrategy(MultiWorkerFitMixin, keras.Model):
+    """Trains a plain functional model with the multi-worker fixes applied.
+
+    `FitUnderStrategy(model)` behaves as `model` in `compile`/`fit`/`evaluate`
+    and trains `model`'s own variables. Only needed under
+    `MultiWorkerMirroredStrategy`.
+
+    Args:
+        model: The `keras.Model` to train.
+    """
+
+    def __init__(self, model: keras.Model, **kwargs):
+        kwargs.setdefault("name", f"{model.name}_fit")
+        super().__init__(**kwargs)
+        self.wrapped = model
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return self.wrapped(inputs, training=training)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "model": keras.saving.serialize_keras_object(self.wrapped)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> FitUnderStrategy:
+        config = copy.deepcopy(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_spkd")
+class SPDistiller(MultiWorkerFitMixin, keras.Model):
     """Trains a student with its task loss plus the similarity-preserving loss.
 
     Each step runs the frozen teacher once in inference mode (outside the
@@ -169,18 +229,6 @@ class SPDistiller(keras.Model):
         engine_tracker = getattr(self, "_loss_tracker", None)
         return [m for m in super().metrics if m is not engine_tracker]
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras's symbolic build reduces a PerReplica batch, which fails under
-        # MultiWorkerMirroredStrategy (keras #20585). The sub-models are built
-        # already; only the optimizer needs its variables, inside the scope.
-        strategy = self._distribute_strategy
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            with strategy.scope():
-                if not self.optimizer.built:
-                    self.optimizer.build(self.student.trainable_variables)
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
     def _split_inputs(self, x):
         if isinstance(x, dict) and set(x) == {TEACHER_KEY, STUDENT_KEY}:
             return x[TEACHER_KEY], x[STUDENT_KEY]
@@ -256,14 +304,6 @@ class SPDistiller(keras.Model):
         if self.kd_loss_tracker is not None:
             self.kd_loss_tracker.update_state(parts["kd_loss"], batch_size)
 
-    def _metrics_result(self, x, y, y_pred, sample_weight):
-        logs = self.compute_metrics(x, y, y_pred, sample_weight)
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-            # Keras reduces multi-worker logs with reduce(MEAN, axis=0), which
-            # rejects scalars (tensorflow #72388): hand it rank-1 values.
-            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
-        return logs
-
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x_teacher, x_student = self._split_inputs(x)
@@ -280,7 +320,7 @@ class SPDistiller(keras.Model):
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply(gradients, variables)
         self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
-        return self._metrics_result(x_student, y, y_pred, sample_weight)
+        return self.compute_metrics(x_student, y, y_pred, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -291,7 +331,7 @@ class SPDistiller(keras.Model):
             x_student, y, sample_weight, teacher_out, student_out, False
         )
         self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
-        return self._metrics_result(x_student, y, y_pred, sample_weight)
+        return self.compute_metrics(x_student, y, y_pred, sample_weight)
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -1,6 +1,7 @@
 """Runs SPDistiller for one epoch under one strategy; writes weights and logs.
 
 Usage: python tests/distribute_worker.py single|cross|per|worker OUT.npz
+       python tests/distribute_worker.py long_worker OUT.npz EPOCHS BACKUP_DIR
 A process creates one strategy only (collective keys are per process): two
 logical CPU devices configured before TensorFlow initialises for `cross` and
 `per`; MultiWorkerMirroredStrategy from TF_CONFIG for `worker`.
@@ -15,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
 MODE = sys.argv[1]
-if MODE == "worker":
+if MODE in ("worker", "long_worker"):
     STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()  # first, before other TF ops
 else:
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -89,5 +90,45 @@ def main(mode: str, out: str) -> None:
     Path(out).with_suffix(".json").write_text(json.dumps(report))
 
 
+def resumable(mode: str, out: str, epochs: int, backup_dir: str) -> None:
+    """`long_worker`: 2,048 samples, checkpointed every epoch."""
+    from keras_spkd.export import export_student
+
+    rng = np.random.default_rng(1)
+    x = rng.random((2048, 8, 8, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 2048)
+    with STRATEGY.scope():
+        keras.utils.set_random_seed(7)
+        teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+        distiller = keras_spkd.SPDistiller(
+            teacher, student, [("t_group", "s_group")], gamma=GAMMA, cross_replica=True
+        )
+        distiller.compile(
+            optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
+    epochs_run = []
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
+        keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epochs_run.append(epoch)),
+    ]
+    distiller.fit(
+        dataset.with_options(options), epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0
+    )
+    report = export_student(student, Path(out).parent / f"export_{Path(out).stem}", x[:32], ())
+    np.savez(out, *student.get_weights())
+    Path(out).with_suffix(".json").write_text(
+        json.dumps(
+            {"epochs_run": epochs_run, "export_max_abs_diff": report.saved_model_max_abs_diff}
+        )
+    )
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if MODE == "long_worker":
+        resumable(MODE, sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        main(MODE, sys.argv[2])
