@@ -237,7 +237,15 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
     def call(self, inputs, training=None):
         return self.student(self._split_inputs(inputs)[1], training=training)
 
-    def _check_privileged_batch(self, x_teacher, x_student) -> None:
+    def _privileged_batch_checks(self, x_teacher, x_student) -> list:
+        """Rejects teacher/student batches of different sizes.
+
+        Statically known sizes raise a ValueError while tracing; otherwise the
+        returned assertion must gate the step (tf.control_dependencies), or the
+        loss maths may fail first with a bare shape error.
+        """
+        if x_teacher is x_student:
+            return []
         first_t = tf.nest.flatten(x_teacher)[0]
         first_s = tf.nest.flatten(x_student)[0]
         b_t, b_s = first_t.shape[0], first_s.shape[0]
@@ -248,13 +256,17 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
                     f"'teacher' batch has {b_t} samples and the 'student' "
                     f"batch {b_s}."
                 )
-        elif not self.jit_compile:
+            return []
+        if self.jit_compile:  # XLA compiles no Assert op
+            return []
+        return [
             tf.debugging.assert_equal(
                 tf.shape(first_t)[0],
                 tf.shape(first_s)[0],
                 message="Privileged inputs must hold the same samples: the "
                 "'teacher' and 'student' batches differ in size.",
             )
+        ]
 
     def _teacher_outputs(self, x_teacher):
         outputs = self._teacher_extractor(x_teacher, training=False)
@@ -307,31 +319,31 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x_teacher, x_student = self._split_inputs(x)
-        if x_teacher is not x_student:
-            self._check_privileged_batch(x_teacher, x_student)
-        teacher_out = self._teacher_outputs(x_teacher)
-        variables = self.student.trainable_variables
-        with tf.GradientTape() as tape:
-            student_out = self._student_extractor(x_student, training=True)
-            loss, parts, y_pred = self._distillation_losses(
-                x_student, y, sample_weight, teacher_out, student_out, True
-            )
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply(gradients, variables)
-        self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
-        return self.compute_metrics(x_student, y, y_pred, sample_weight)
+        with tf.control_dependencies(self._privileged_batch_checks(x_teacher, x_student)):
+            teacher_out = self._teacher_outputs(x_teacher)
+            variables = self.student.trainable_variables
+            with tf.GradientTape() as tape:
+                student_out = self._student_extractor(x_student, training=True)
+                loss, parts, y_pred = self._distillation_losses(
+                    x_student, y, sample_weight, teacher_out, student_out, True
+                )
+                scaled_loss = self.optimizer.scale_loss(loss)
+            gradients = tape.gradient(scaled_loss, variables)
+            self.optimizer.apply(gradients, variables)
+            self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
+            return self.compute_metrics(x_student, y, y_pred, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x_teacher, x_student = self._split_inputs(x)
-        teacher_out = self._teacher_outputs(x_teacher)
-        student_out = self._student_extractor(x_student, training=False)
-        _, parts, y_pred = self._distillation_losses(
-            x_student, y, sample_weight, teacher_out, student_out, False
-        )
-        self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
-        return self.compute_metrics(x_student, y, y_pred, sample_weight)
+        with tf.control_dependencies(self._privileged_batch_checks(x_teacher, x_student)):
+            teacher_out = self._teacher_outputs(x_teacher)
+            student_out = self._student_extractor(x_student, training=False)
+            _, parts, y_pred = self._distillation_losses(
+                x_student, y, sample_weight, teacher_out, student_out, False
+            )
+            self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
+            return self.compute_metrics(x_student, y, y_pred, sample_weight)
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -215,6 +215,8 @@ def test_privileged_batches_of_different_sizes_are_rejected(data):
         (ValueError, tf.errors.InvalidArgumentError), match="batches differ in size"
     ):
         distiller.fit(mismatched, epochs=1, verbose=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="batches differ in size"):
+        distiller.evaluate(mismatched, verbose=0)
 
 
 class _Subclassed(keras.Model):
@@ -270,3 +272,22 @@ def test_bad_models_fail_before_training():
             small_cnn("s", 4, batch_size=8),
             [("t_group", "s_group")],
         )
+
+
+def test_fit_under_strategy_trains_the_wrapped_model_like_plain_fit(data, tmp_path):
+    x, y = data
+    keras.utils.set_random_seed(8)
+    model = small_cnn("m", 4)
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    wrapper = keras_spkd.FitUnderStrategy(model)
+    for trainee in (wrapper, twin):
+        trainee.compile(optimizer=keras.optimizers.SGD(0.05), loss=sparse_ce())
+        trainee.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        assert_allclose(a, b, atol=1e-6)
+    assert_allclose(wrapper(x), model(x), atol=0)
+    wrapper.save(tmp_path / "wrapper.keras")
+    loaded = keras.saving.load_model(tmp_path / "wrapper.keras")
+    assert isinstance(loaded, keras_spkd.FitUnderStrategy)
+    assert_allclose(loaded(x), model(x), atol=1e-6)
