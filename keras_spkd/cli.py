@@ -471,6 +471,50 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from keras_spkd import bench
+
+    if args.sp_scaling:
+        rows = bench.sp_loss_scaling(repeats=args.rounds)
+        print(
+            f"{'b':>6}{'d':>8}{'ms':>10}{'ns/(b^2 d)':>12}{'peak +MiB':>11}{'(b^2+bd)*4 MiB':>16}"
+        )
+        for r in rows:
+            print(
+                f"{r['b']:6}{r['d']:8}{r['ms']:10.1f}{r['ns_per_b2d']:12.4f}"
+                f"{r['peak_extra_mib']:11.1f}{r['b2_plus_bd_mib']:16.1f}"
+            )
+        result = {"sp_loss_scaling": rows}
+    else:
+        result = bench.run_step_benchmark(
+            args.teacher_arch,
+            args.student_arch,
+            tuple(args.pair.split(":")),
+            args.batch_size,
+            args.image_size,
+            args.steps,
+            args.rounds,
+            args.jit,
+            teacher_dtype=args.teacher_dtype,
+        )
+        torch = None
+        if args.torch:
+            if not Path(args.torch).exists():
+                raise UsageError(f"--torch: no PyTorch peer script at {args.torch!r}.")
+            torch = bench.run_torch_peer(
+                args.torch,
+                args.batch_size,
+                args.steps * args.rounds,
+                args.teacher_arch.removeprefix("wrn-").replace("-", ","),
+                args.student_arch.removeprefix("wrn-").replace("-", ","),
+            )
+            result["torch"] = torch
+        print(bench.format_report(result, torch))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
@@ -574,6 +618,39 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model")
     _data_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+    bench = commands.add_parser(
+        "bench",
+        help="time a distillation step against the student "
+        "step + teacher forward, keras.distillation and PyTorch",
+    )
+    bench.add_argument("--teacher-arch", default="wrn-16-2")
+    bench.add_argument("--student-arch", default="wrn-16-1")
+    bench.add_argument("--pair", default="group3:group3", help="TEACHER_LAYER:STUDENT_LAYER")
+    bench.add_argument("--batch-size", type=int, default=128)
+    bench.add_argument("--image-size", type=int, default=32)
+    bench.add_argument("--steps", type=int, default=6, help="steps per round and config")
+    bench.add_argument("--rounds", type=int, default=5, help="timed rounds after a warm-up")
+    bench.add_argument(
+        "--jit", action=argparse.BooleanOptionalAction, default=False, help="XLA-compile every step"
+    )
+    bench.add_argument(
+        "--teacher-dtype",
+        choices=("bfloat16", "float16"),
+        help="also time a distiller whose teacher computes in this dtype",
+    )
+    bench.add_argument(
+        "--torch",
+        nargs="?",
+        const="../shared/bench/torch_peer.py",
+        help="also run the PyTorch peer script (default path: %(const)s)",
+    )
+    bench.add_argument(
+        "--sp-scaling",
+        action="store_true",
+        help="time the SP loss alone over b = 64..1024, d = 1k..64k",
+    )
+    bench.add_argument("--json", help="write the figures to this JSON file")
+    bench.set_defaults(func=cmd_bench)
     parser.commands = commands.choices
     return parser
 

@@ -53,6 +53,28 @@ def _num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _with_compute_dtype(model: keras.Model, dtype: str | None) -> keras.Model:
+    """`model`, or a frozen copy computing in `dtype` (float32 weights)."""
+    if dtype is None:
+        return model
+    if dtype not in ("bfloat16", "float16"):
+        raise ValueError(
+            f"Expected teacher_dtype None, 'bfloat16' or 'float16'; received {dtype!r}."
+        )
+    policy = f"mixed_{dtype}"
+
+    def in_policy(layer):
+        config = layer.get_config()
+        if "dtype" in config and not isinstance(layer, keras.layers.InputLayer):
+            config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=in_policy)
+    copy.set_weights(model.get_weights())
+    copy.trainable = False
+    return copy
+
+
 def _multi_worker() -> bool:
     return isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
 
@@ -151,6 +173,10 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         temperature: KD temperature. Defaults to `4.0`.
         cross_replica: Build G over the global batch under `tf.distribute`.
             Defaults to `False`.
+        teacher_dtype: Compute dtype of the teacher's forward pass, e.g.
+            `"bfloat16"` or `"float16"` (a copy of the teacher with float32
+            weights computes in it; the SP maths stays float32). Defaults to
+            `None`: the teacher's own policy.
 
     Example:
 
@@ -172,6 +198,7 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         kd_weight: float = 0.0,
         temperature: float = 4.0,
         cross_replica: bool = False,
+        teacher_dtype: str | None = None,
         name: str = "sp_distiller",
         **kwargs,
     ):
@@ -194,6 +221,7 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         self.kd_weight = float(kd_weight)
         self.temperature = float(temperature)
         self.cross_replica = bool(cross_replica)
+        self.teacher_dtype = teacher_dtype
 
         teacher.trainable = False
         self.teacher = teacher
@@ -205,7 +233,7 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         # The teacher is cut after its deepest tapped layer unless KD needs
         # its logits; the student returns [*features, predictions] in one pass.
         self._teacher_extractor = build_feature_extractor(
-            teacher,
+            _with_compute_dtype(teacher, teacher_dtype),
             teacher_names,
             include_predictions=self.kd_weight > 0,
             role="teacher",
@@ -356,6 +384,7 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
                 "kd_weight": self.kd_weight,
                 "temperature": self.temperature,
                 "cross_replica": self.cross_replica,
+                "teacher_dtype": self.teacher_dtype,
             }
         )
         return config
