@@ -333,7 +333,7 @@ def format_report(result: dict, torch: dict | None = None) -> str:
     ]
     for name, m in result["measurements"].items():
         lines.append(
-            f"{name:24}{m['median_ms']:10.1f}{m['images_per_s']:10.0f}{m['peak_rss_mib']:14.0f}"
+            f"{name:36}{m['median_ms']:10.1f}{m['images_per_s']:10.0f}{m['peak_rss_mib']:14.0f}"
         )
     r = result["ratios"]
     lines += [

@@ -474,6 +474,8 @@ def cmd_evaluate(args) -> int:
 def cmd_bench(args) -> int:
     from keras_spkd import bench
 
+    if args.torch and not Path(args.torch).exists():  # before minutes of timing
+        raise UsageError(f"--torch: no PyTorch peer script at {args.torch!r}.")
     if args.sp_scaling:
         rows = bench.sp_loss_scaling(repeats=args.rounds)
         print(
@@ -499,8 +501,6 @@ def cmd_bench(args) -> int:
         )
         torch = None
         if args.torch:
-            if not Path(args.torch).exists():
-                raise UsageError(f"--torch: no PyTorch peer script at {args.torch!r}.")
             torch = bench.run_torch_peer(
                 args.torch,
                 args.batch_size,

@@ -291,3 +291,25 @@ def test_fit_under_strategy_trains_the_wrapped_model_like_plain_fit(data, tmp_pa
     loaded = keras.saving.load_model(tmp_path / "wrapper.keras")
     assert isinstance(loaded, keras_spkd.FitUnderStrategy)
     assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_bfloat16_teacher_is_a_frozen_copy_close_to_the_exact_target(pair, data, tmp_path):
+    teacher, student = pair
+    x, y = data
+    exact = _distiller(teacher, student)
+    fast = _distiller(teacher, student, teacher_dtype="bfloat16")
+    compute = {layer.compute_dtype for layer in fast._teacher_extractor.layers[1:]}
+    assert compute == {"bfloat16"}
+    assert all(layer.compute_dtype == "float32" for layer in teacher.layers)  # untouched
+    logs_exact = exact.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    logs_fast = fast.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    assert logs_fast["sp_loss"] != logs_exact["sp_loss"]  # really computed in bfloat16
+    assert_allclose(logs_fast["sp_loss"], logs_exact["sp_loss"], rtol=2e-2)
+    before = [w.copy() for w in teacher.get_weights()]
+    fast.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    for a, b in zip(before, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    fast.save(tmp_path / "fast.keras")
+    assert keras.saving.load_model(tmp_path / "fast.keras").teacher_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="teacher_dtype None, 'bfloat16' or 'float16'"):
+        _distiller(teacher, student, teacher_dtype="int8")
