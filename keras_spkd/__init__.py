@@ -14,6 +14,8 @@ from keras_spkd.losses import (
     similarity_matrix,
     similarity_preserving_loss,
 )
+from keras_spkd.plots import SimilarityMonitor, plot_similarity_matrices, plot_training_curves
+from keras_spkd.report import write_report
 
 __version__ = "0.1.0"
 
@@ -21,12 +23,16 @@ __all__ = [
     "FitUnderStrategy",
     "SPDistiller",
     "SimilarityPreservingDistillation",
+    "SimilarityMonitor",
     "SimilarityPreservingLoss",
     "build_feature_extractor",
     "check_global_batch",
     "knowledge_distillation_loss",
     "layer_paths",
     "make_strategy",
+    "plot_similarity_matrices",
+    "plot_training_curves",
     "similarity_matrix",
     "similarity_preserving_loss",
+    "write_report",
 ]

@@ -238,6 +238,9 @@ def _run_phase(phase: str, args, data, teacher, run_dir: Path) -> dict:
         logger.info("Phase %r already finished; reusing its result", phase)
         return json.loads(result_path.read_text())
     phase_dir.mkdir(parents=True, exist_ok=True)
+    # Fresh pipelines with the same seeds: every phase sees the same data order,
+    # whatever iterated the shared ones before (a teacher trained in this process).
+    data = _load_data(args)
     student = _build(args.student_arch, data, args, "student")
     student.load_weights(run_dir / "student_init.weights.h5")
     if phase == "sp":
@@ -261,6 +264,17 @@ def _run_phase(phase: str, args, data, teacher, run_dir: Path) -> dict:
         keras.callbacks.CSVLogger(str(csv_path), append=True),
         keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
     ]
+    if phase == "sp":
+        from keras_spkd.plots import SimilarityMonitor
+
+        callbacks.append(
+            SimilarityMonitor(
+                *data.probe,
+                every_n_epochs=max(1, args.epochs // 10),
+                out_dir=phase_dir / "similarity",
+                log_dir=phase_dir / "tensorboard",
+            )
+        )
     logger.info(
         "Training the student %s (%s) for %d epochs",
         args.student_arch,
@@ -399,8 +413,22 @@ def _distill_report(args, run_dir, data, teacher, teacher_path, teacher_accuracy
         "similarity_png": _heat_map(args, data, teacher, run_dir),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    from keras_spkd.report import write_report
+
+    page, _ = write_report(run_dir)
     print(_table(summary, args))
     print(f"Run directory: {run_dir}  (SavedModel: {report.saved_model})")
+    print(f"Report: {page}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from keras_spkd.report import write_report
+
+    if not Path(args.run_dir).is_dir():
+        raise UsageError(f"Run directory {args.run_dir!r} does not exist.")
+    page, markdown = write_report(args.run_dir)
+    print(f"Report: {page} (markdown: {markdown})")
     return 0
 
 
@@ -618,6 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model")
     _data_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+    report = commands.add_parser(
+        "report", help="write a run directory's HTML report (and its markdown twin)"
+    )
+    report.add_argument("run_dir")
+    report.set_defaults(func=cmd_report)
+
     bench = commands.add_parser(
         "bench",
         help="time a distillation step against the student "

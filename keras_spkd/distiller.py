@@ -262,6 +262,30 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
             return x[TEACHER_KEY], x[STUDENT_KEY]
         return x, x
 
+    @property
+    def gammas(self) -> list[float]:
+        """gamma for each layer pair, in `layer_pairs` order."""
+        return list(self._gammas)
+
+    def tapped_features(self, inputs) -> tuple[list, list]:
+        """Returns the tapped activations, one (teacher, student) pair per layer pair.
+
+        Both models run in inference mode; `inputs` may be privileged
+        (`{"teacher": x_t, "student": x_s}`). For analysis and pictures, not
+        training.
+
+        Returns:
+            `(teacher_features, student_features)`, lists ordered as
+            `layer_pairs`.
+        """
+        x_teacher, x_student = self._split_inputs(inputs)
+        teacher_out = self._teacher_outputs(x_teacher)
+        student_out = self._student_extractor(x_student, training=False)
+        return (
+            [teacher_out[i] for i in self._teacher_index],
+            [student_out[i] for i in self._student_index],
+        )
+
     def call(self, inputs, training=None):
         return self.student(self._split_inputs(inputs)[1], training=training)
 

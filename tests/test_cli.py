@@ -1,13 +1,16 @@
 """`keras-spkd`: the main job end to end, resume after a kill, one-line errors."""
 
+import base64
 import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -95,7 +98,7 @@ def test_second_run_reuses_the_cached_teacher_and_refuses_to_overwrite(default_r
     again = _cli(
         "distill",
         "--epochs",
-        "1",
+        "2",
         "--teacher-epochs",
         "2",
         "--out",
@@ -106,6 +109,11 @@ def test_second_run_reuses_the_cached_teacher_and_refuses_to_overwrite(default_r
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Reusing the cached teacher" in again.stderr
     assert "Training the teacher" not in again.stderr
+    # Same data order whether the teacher was trained in this process or not.
+    for phase in ("alone", "sp"):
+        assert _history(run.parent / "run2" / phase / "history.csv") == _history(
+            run / phase / "history.csv"
+        )
     clash = _cli("distill", "--epochs", "1", "--out", "run", env=env, cwd=run.parent)
     assert clash.returncode == 2 and "already holds a run; pass --resume" in clash.stderr
 
@@ -232,3 +240,98 @@ def test_half_written_backup_restarts_the_phase_instead_of_crashing(tmp_path):
     (backup / "latest.weights.h5.bkp").write_bytes(b"previous")
     _usable_backup(backup)
     assert (backup / "latest.weights.h5").exists()
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.open, self.images, self.headings, self.text = [], [], [], []
+        self._in_heading = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in ("meta", "img", "br", "link"):
+            self.open.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        self._in_heading = tag == "h2"
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open.pop() == tag, f"unbalanced </{tag}>"
+        self._in_heading = False
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_heading:
+            self.headings.append(data)
+
+
+@pytest.mark.slow
+def test_distill_writes_a_valid_self_contained_report(default_run, capsys):
+    run, result = default_run
+    assert "Report: run/report.html" in result.stdout
+    page = _Page()
+    page.feed((run / "report.html").read_text())
+    page.close()
+    assert page.open == []  # every element closed
+    assert page.headings == [
+        "Test accuracy",
+        "Final epoch",
+        "Training curves",
+        "Similarity matrices during training",
+        "Teacher, student alone and SP student",
+        "Configuration",
+    ]
+    summary = json.loads((run / "summary.json").read_text())
+    assert f"{summary['sp_student_test_accuracy']:.2%}" in "".join(page.text)
+    assert len(page.images) == 4  # curves, first and last epoch, final comparison
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (run / "report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert linked and all((run / link).is_file() for link in linked)
+    assert "sp/similarity/similarity_epoch001.png" in linked
+    assert main(["report", str(run)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    assert main(["report", str(run / "no_such_run")]) == 2
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)"
+)
+def test_report_renders_in_headless_chromium(default_run, tmp_path):
+    from matplotlib.image import imread
+
+    run, _ = default_run
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--hide-scrollbars",
+            "--window-size=1200,2600",
+            f"--screenshot={shot}",
+            (run / "report.html").as_uri(),
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (2600, 1200)
+    # The heat maps' viridis colours (dark purple to yellow) fill part of the page.
+    rgb = pixels[..., :3]
+    colourful = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.3
+    assert colourful.mean() > 0.05

@@ -1,0 +1,138 @@
+"""A run report: one self-contained HTML page and its markdown twin."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+
+from keras_spkd.plots import plot_training_curves
+
+PHASE_TITLES = {"alone": "student alone", "sp": "student + SP"}
+
+
+def _last_row(csv_path: Path) -> dict[str, str]:
+    with csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return rows[-1] if rows else {}
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> tuple[str, str]:
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    markdown = "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    )
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>", markdown
+
+
+def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Writes `report.html` (images embedded) and `report.md` into a run directory.
+
+    The report holds the run's configuration, the test accuracies of the
+    teacher, the student alone and the SP student, each phase's final metrics,
+    training curves, and the probe batch's similarity matrices at the first
+    and the last recorded epoch.
+
+    Args:
+        run_dir: A directory written by `keras-spkd distill`.
+
+    Returns:
+        The paths of the HTML page and of the markdown twin.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise ValueError(
+            f"{str(run_dir)!r} is not a keras-spkd run directory (no config.json); pass the "
+            "--out directory of `keras-spkd distill`."
+        )
+    config = json.loads(config_path.read_text())
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    histories = {
+        PHASE_TITLES[p]: run_dir / p / "history.csv"
+        for p in PHASE_TITLES
+        if (run_dir / p / "history.csv").is_file()
+    }
+    sections_html, sections_md = [], []
+
+    def section(title: str, html_body: str, md_body: str) -> None:
+        sections_html.append(f"<h2>{html.escape(title)}</h2>\n{html_body}")
+        sections_md.append(f"## {title}\n\n{md_body}")
+
+    def figure(path: Path, caption: str) -> tuple[str, str]:
+        return (
+            f'<figure><img src="{_data_uri(path)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>",
+            f"![{caption}]({path.relative_to(run_dir).as_posix()})",
+        )
+
+    if summary:
+        rows = [
+            ["teacher", summary.get("teacher_arch", ""), f"{summary['teacher_test_accuracy']:.2%}"],
+            [
+                "student alone",
+                summary.get("student_arch", ""),
+                f"{summary['student_alone_test_accuracy']:.2%}",
+            ],
+            [
+                f"student + SP (gamma={summary.get('gamma')})",
+                summary.get("student_arch", ""),
+                f"{summary['sp_student_test_accuracy']:.2%}",
+            ],
+        ]
+        section("Test accuracy", *_table(["model", "architecture", "test accuracy"], rows))
+    if histories:
+        metrics = {name: _last_row(path) for name, path in histories.items()}
+        keys = sorted({k for row in metrics.values() for k in row if k != "epoch"})
+        rows = [
+            [k] + [f"{float(m[k]):.4g}" if k in m else "" for m in metrics.values()] for k in keys
+        ]
+        section("Final epoch", *_table(["metric", *metrics], rows))
+        curves = run_dir / "curves.png"
+        plot_training_curves(histories, curves)
+        section("Training curves", *figure(curves, "losses and accuracy per epoch"))
+    heat_maps = sorted((run_dir / "sp" / "similarity").glob("similarity_epoch*.png"))
+    if heat_maps:
+        picks = [heat_maps[0]] + ([heat_maps[-1]] if len(heat_maps) > 1 else [])
+        parts = [figure(p, p.stem.replace("similarity_", "G on the probe batch, ")) for p in picks]
+        section(
+            "Similarity matrices during training",
+            "\n".join(h for h, _ in parts),
+            "\n\n".join(m for _, m in parts),
+        )
+    if (run_dir / "similarity.png").is_file():
+        section(
+            "Teacher, student alone and SP student",
+            *figure(run_dir / "similarity.png", "final similarity matrices"),
+        )
+    rows = [
+        [k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)]
+        for k, v in sorted(config.items())
+    ]
+    section("Configuration", *_table(["option", "value"], rows))
+
+    title = f"keras-spkd run: {run_dir.name}"
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #bbb;"
+        "padding:3px 8px;text-align:left}img{max-width:100%}figure{margin:1em 0}"
+        "figcaption{color:#555;font-size:90%}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n" + "\n".join(sections_html) + "\n</body></html>\n"
+    )
+    html_path, md_path = run_dir / "report.html", run_dir / "report.md"
+    html_path.write_text(page, encoding="utf-8")
+    md_path.write_text(f"# {title}\n\n" + "\n\n".join(sections_md) + "\n", encoding="utf-8")
+    return html_path, md_path
