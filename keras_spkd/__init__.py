@@ -16,12 +16,14 @@ from keras_spkd.losses import (
 )
 from keras_spkd.plots import SimilarityMonitor, plot_similarity_matrices, plot_training_curves
 from keras_spkd.report import write_report
+from keras_spkd.tuning import SPHyperModel, make_tuner
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FitUnderStrategy",
     "SPDistiller",
+    "SPHyperModel",
     "SimilarityPreservingDistillation",
     "SimilarityMonitor",
     "SimilarityPreservingLoss",
@@ -30,6 +32,7 @@ __all__ = [
     "knowledge_distillation_loss",
     "layer_paths",
     "make_strategy",
+    "make_tuner",
     "plot_similarity_matrices",
     "plot_training_curves",
     "similarity_matrix",

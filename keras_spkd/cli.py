@@ -499,6 +499,91 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    import keras
+
+    from keras_spkd.export import export_student
+    from keras_spkd.tuning import (
+        SPHyperModel,
+        check_gamma_range,
+        check_trials_completed,
+        make_tuner,
+        objective_for,
+        trial_table,
+    )
+
+    gamma_range = check_gamma_range((args.gamma_min, args.gamma_max))  # before any work
+    objective_for(args.objective)
+    _fill_defaults(args)
+    candidates = _parse_pairs(args.pair_candidates or args.pairs)
+    keras.utils.set_random_seed(args.seed)
+    data = _load_data(args)
+    teacher, teacher_path = _teacher(args, data)
+    hypermodel = SPHyperModel(
+        teacher,
+        lambda: _build(args.student_arch, data, args, "student"),
+        candidates,
+        gamma_range,
+        kd_weights=args.kd_weights,
+        optimizer=lambda: _optimizer(args, _steps(data.train), args.epochs),
+        train_data=lambda: _load_data(args).train,
+    )
+    out = Path(args.out)
+    tuner = make_tuner(
+        args.tuner,
+        hypermodel,
+        args.objective,
+        args.max_trials,
+        str(out),
+        "search",
+        overwrite=args.overwrite,
+        max_epochs=args.epochs,
+        seed=args.seed,
+    )
+    tuner.search(  # each trial gets a fresh pipeline from SPHyperModel.train_data
+        validation_data=data.val, epochs=args.epochs, shuffle=False, verbose=_verbose()
+    )
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "chief")
+    if "chief" not in tuner_id:
+        print(f"Worker {tuner_id}: search finished; the chief reports the results.")
+        return 0
+    check_trials_completed(tuner)
+    rows = trial_table(tuner)
+    print(f"| trial | gamma | pair | kd_weight | {args.objective} |\n|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['trial']} | {row['gamma']:.4g} | {row['pair']} | {row['kd_weight']} | "
+            f"{row['objective']:.4f} |"
+        )
+    best = tuner.get_best_hyperparameters(1)[0].values
+    best_config = {
+        "dataset": args.dataset,
+        "teacher_arch": args.teacher_arch,
+        "teacher_epochs": args.teacher_epochs,
+        "student_arch": args.student_arch,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "schedule": args.schedule,
+        "gamma": best["gamma"],
+        "pairs": best.get("pair", candidates[0][0] + ":" + candidates[0][1]),
+        "kd_weight": best.get("kd_weight", 0.0),
+        "seed": args.seed,
+    }
+    if args.teacher:
+        best_config["teacher"] = teacher_path
+    (out / "best_config.json").write_text(json.dumps(best_config, indent=2))
+    student = tuner.get_best_models(1)[0].student
+    report = export_student(student, out / "best_student", data.probe[0], tflite=())
+    (out / "trials.json").write_text(json.dumps(rows, indent=2, default=float))
+    print(
+        f"Best: gamma={best['gamma']:.4g}, pair {best_config['pairs']}, "
+        f"kd_weight {best_config['kd_weight']}; config for `keras-spkd distill --config`: "
+        f"{out / 'best_config.json'}; best student: {report.saved_model}"
+    )
+    return 0
+
+
 def cmd_bench(args) -> int:
     from keras_spkd import bench
 
@@ -646,6 +731,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model")
     _data_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+    tune = commands.add_parser(
+        "tune", help="search gamma (and pair, KD weight) with Keras Tuner; export the best student"
+    )
+    _data_arguments(tune)
+    _training_arguments(tune)
+    tune.add_argument("--teacher", help="trained teacher (.keras); default: built-in, cached")
+    tune.add_argument("--teacher-arch")
+    tune.add_argument("--teacher-epochs", type=int)
+    tune.add_argument("--student-arch")
+    tune.add_argument("--pairs", help="the layer pair when not searched, TEACHER:STUDENT")
+    tune.add_argument("--pair-candidates", help="pairs to choose from, T:S,T:S,...")
+    tune.add_argument("--gamma-min", type=float, default=10.0)
+    tune.add_argument("--gamma-max", type=float, default=1e4)
+    tune.add_argument("--kd-weights", type=float, nargs="*", help="KD weights to choose from")
+    tune.add_argument(
+        "--objective",
+        default="val_accuracy",
+        help="logged metric to optimise (losses are minimised)",
+    )
+    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="bayesian")
+    tune.add_argument("--max-trials", type=int, default=10)
+    tune.add_argument("--epochs", type=int, help="epochs per trial (Hyperband: the largest)")
+    tune.add_argument("--out", default="runs/tune", help="search directory")
+    tune.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh instead of resuming the search in --out",
+    )
+    tune.set_defaults(func=cmd_tune)
+
     report = commands.add_parser(
         "report", help="write a run directory's HTML report (and its markdown twin)"
     )
