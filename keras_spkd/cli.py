@@ -154,6 +154,12 @@ def _accuracy(model, dataset) -> float:
 
 
 def _train_teacher(args, data, path: Path):
+    import keras
+
+    # Reseed: the teacher (and so the cache) must not depend on which command
+    # trained it or on what that command built before.
+    keras.utils.set_random_seed(args.seed)
+    data = _load_data(args)
     teacher = _build(args.teacher_arch, data, args, "teacher")
     trainer = _trainable(teacher)
     _compile(trainer, args, _steps(data.train), args.teacher_epochs)

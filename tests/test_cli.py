@@ -335,3 +335,28 @@ def test_report_renders_in_headless_chromium(default_run, tmp_path):
     rgb = pixels[..., :3]
     colourful = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.3
     assert colourful.mean() > 0.05
+
+
+@pytest.mark.slow
+def test_the_teacher_does_not_depend_on_which_command_trained_it(tmp_path):
+    import keras
+    import numpy as np
+
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(ROOT),
+        "KERAS_SPKD_CACHE": str(tmp_path / "cache"),
+    }
+    for argv in (
+        ["teacher", "--epochs", "1", "--out", "t.keras"],
+        ["distill", "--teacher-epochs", "1", "--epochs", "1", "--out", "run"],
+    ):
+        result = _cli(*argv, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+    alone = keras.saving.load_model(tmp_path / "t.keras")
+    cached = keras.saving.load_model(
+        tmp_path / "cache" / "teachers" / "digits-digits-cnn-32-e1-s0.keras"
+    )
+    for a, b in zip(alone.get_weights(), cached.get_weights()):
+        np.testing.assert_array_equal(a, b)
