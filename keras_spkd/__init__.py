@@ -10,6 +10,8 @@ from keras_spkd.features import build_feature_extractor, layer_paths
 from keras_spkd.losses import (
     SimilarityPreservingDistillation,
     SimilarityPreservingLoss,
+    attention_map,
+    attention_transfer_loss,
     knowledge_distillation_loss,
     similarity_matrix,
     similarity_preserving_loss,
@@ -21,6 +23,8 @@ from keras_spkd.tuning import SPHyperModel, make_tuner
 __version__ = "0.1.0"
 
 __all__ = [
+    "attention_map",
+    "attention_transfer_loss",
     "FitUnderStrategy",
     "SPDistiller",
     "SPHyperModel",

@@ -10,7 +10,11 @@ import tensorflow as tf
 from keras import ops
 
 from keras_spkd.features import build_feature_extractor, check_layer_pairs, graph_inputs
-from keras_spkd.losses import knowledge_distillation_loss, similarity_preserving_loss
+from keras_spkd.losses import (
+    attention_transfer_loss,
+    knowledge_distillation_loss,
+    similarity_preserving_loss,
+)
 
 TEACHER_KEY = "teacher"
 STUDENT_KEY = "student"
@@ -142,7 +146,9 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
     Each step runs the frozen teacher once in inference mode (outside the
     gradient tape) and the student once, tapping the named layers of both.
     The loss is `task_loss + sum_i gamma_i * L_SP(pair_i)` and, with
-    `kd_weight > 0`, `+ kd_weight * KD(teacher logits, student logits)`.
+    `kd_weight > 0`, `+ kd_weight * KD(teacher logits, student logits)` and,
+    with `at_weight > 0`, `+ at_weight * AT(at_pairs)`: each term a weight and
+    its layer pairs.
     Gradients flow to the student's variables only; the teacher never
     changes. `distiller(x)` is `student(x)`.
 
@@ -173,6 +179,10 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         temperature: KD temperature. Defaults to `4.0`.
         cross_replica: Build G over the global batch under `tf.distribute`.
             Defaults to `False`.
+        at_pairs: Layer pairs for the attention-transfer baseline
+            (Zagoruyko & Komodakis, 2017); equal spatial sizes. Defaults to
+            `layer_pairs` when `at_weight > 0`.
+        at_weight: Weight (beta) of the AT term. Defaults to `0.0` (off).
         teacher_dtype: Compute dtype of the teacher's forward pass, e.g.
             `"bfloat16"` or `"float16"` (a copy of the teacher with float32
             weights computes in it; the SP maths stays float32). Defaults to
@@ -199,6 +209,8 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         temperature: float = 4.0,
         cross_replica: bool = False,
         teacher_dtype: str | None = None,
+        at_pairs: Sequence[tuple[str, str]] | None = None,
+        at_weight: float = 0.0,
         name: str = "sp_distiller",
         **kwargs,
     ):
@@ -222,14 +234,23 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         self.temperature = float(temperature)
         self.cross_replica = bool(cross_replica)
         self.teacher_dtype = teacher_dtype
+        if at_weight < 0:
+            raise ValueError(f"Expected at_weight >= 0; received {at_weight}.")
+        self.at_weight = float(at_weight)
+        self.at_pairs = check_layer_pairs(at_pairs) if at_pairs else []
+        if self.at_weight > 0 and not self.at_pairs:
+            self.at_pairs = list(self.layer_pairs)
 
         teacher.trainable = False
         self.teacher = teacher
         self.student = student
-        teacher_names = _unique([t for t, _ in self.layer_pairs])
-        student_names = _unique([s for _, s in self.layer_pairs])
+        all_pairs = self.layer_pairs + self.at_pairs
+        teacher_names = _unique([t for t, _ in all_pairs])
+        student_names = _unique([s for _, s in all_pairs])
         self._teacher_index = [teacher_names.index(t) for t, _ in self.layer_pairs]
         self._student_index = [student_names.index(s) for _, s in self.layer_pairs]
+        self._at_teacher_index = [teacher_names.index(t) for t, _ in self.at_pairs]
+        self._at_student_index = [student_names.index(s) for _, s in self.at_pairs]
         # The teacher is cut after its deepest tapped layer unless KD needs
         # its logits; the student returns [*features, predictions] in one pass.
         self._teacher_extractor = build_feature_extractor(
@@ -248,6 +269,7 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.sp_loss_tracker = keras.metrics.Mean(name="sp_loss")
         self.kd_loss_tracker = keras.metrics.Mean(name="kd_loss") if self.kd_weight > 0 else None
+        self.at_loss_tracker = keras.metrics.Mean(name="at_loss") if self.at_weight > 0 else None
         self.built = True
 
     @property
@@ -346,7 +368,17 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         )
         teacher_feats = self._gather([teacher_out[i] for i in self._teacher_index])
         student_feats = self._gather([student_out[:n_s][i] for i in self._student_index])
-        parts = {"sp_loss": similarity_preserving_loss(teacher_feats, student_feats, self._gammas)}
+        if any(self._gammas):
+            sp = similarity_preserving_loss(teacher_feats, student_feats, self._gammas)
+        else:  # gamma = 0: the SP maths would only multiply by zero
+            sp = ops.zeros((), "float32")
+        parts = {"sp_loss": sp}
+        if self.at_weight > 0:
+            parts["at_loss"] = attention_transfer_loss(
+                [teacher_out[i] for i in self._at_teacher_index],
+                [student_out[:n_s][i] for i in self._at_student_index],
+                self.at_weight,
+            )
         if self.kd_weight > 0:
             parts["kd_loss"] = self.kd_weight * knowledge_distillation_loss(
                 teacher_out[n_t], y_pred, self.temperature, sample_weight
@@ -367,6 +399,8 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         self.sp_loss_tracker.update_state(parts["sp_loss"], batch_size)
         if self.kd_loss_tracker is not None:
             self.kd_loss_tracker.update_state(parts["kd_loss"], batch_size)
+        if self.at_loss_tracker is not None:
+            self.at_loss_tracker.update_state(parts["at_loss"], batch_size)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -409,6 +443,8 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
                 "temperature": self.temperature,
                 "cross_replica": self.cross_replica,
                 "teacher_dtype": self.teacher_dtype,
+                "at_pairs": [list(pair) for pair in self.at_pairs],
+                "at_weight": self.at_weight,
             }
         )
         return config

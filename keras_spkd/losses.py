@@ -189,6 +189,78 @@ def knowledge_distillation_loss(
     return mean * (temperature * temperature)
 
 
+def attention_map(features: Any, epsilon: float = EPSILON) -> Any:
+    """Returns the spatial attention map Q of activations, rows L2-normalised.
+
+    For `A` of shape `(b, h, w, c)`: the mean over channels of `A^2`, flattened
+    to `(b, h*w)`, each row divided by its L2 norm (clamped at `epsilon`).
+    Computed in float32.
+
+    Args:
+        features: Activations, batch first and channels last (rank >= 3).
+        epsilon: Smallest norm divided by. Defaults to `1e-8`.
+
+    Returns:
+        A float32 tensor of shape `(b, h*w)`.
+
+    Reference: Zagoruyko & Komodakis, "Paying More Attention to Attention",
+    ICLR 2017, arXiv:1612.03928.
+    """
+    a = ops.cast(ops.convert_to_tensor(features), "float32")
+    if len(a.shape) < 3:
+        raise ValueError(
+            "Attention transfer needs spatial activations (b, h, w, c); received shape "
+            f"{tuple(a.shape)}."
+        )
+    q = _as_matrix(ops.mean(ops.square(a), axis=-1))
+    norm = ops.sqrt(ops.maximum(ops.sum(ops.square(q), axis=1, keepdims=True), epsilon**2))
+    return q / norm
+
+
+def attention_transfer_loss(
+    teacher_features: Any,
+    student_features: Any,
+    weights: float | Sequence[float] | None = None,
+) -> Any:
+    """Computes the attention-transfer (AT) loss between activation maps.
+
+    For each pair, the mean over the batch and the h*w positions of
+    `(Q_T - Q_S)^2`, with `Q` from `attention_map`; pairs are summed, each
+    multiplied by its weight (the paper's beta, e.g. 1000). The two maps may
+    differ in channels but must share their spatial size.
+
+    Args:
+        teacher_features: Teacher activations, one tensor or a list.
+        student_features: Student activations, matching in count and size.
+        weights: Per-pair weight. Defaults to `1.0`.
+
+    Returns:
+        A float32 scalar tensor.
+
+    Reference: Zagoruyko & Komodakis, ICLR 2017, arXiv:1612.03928.
+    """
+    teachers, students = _as_list(teacher_features), _as_list(student_features)
+    if not teachers or len(teachers) != len(students):
+        raise ValueError(
+            "Expected as many teacher as student activation maps (at least one); "
+            f"received {len(teachers)} and {len(students)}."
+        )
+    total = ops.zeros((), dtype="float32")
+    for index, (weight, t, s) in enumerate(
+        zip(_pair_weights(weights, len(teachers)), teachers, students)
+    ):
+        t, s = ops.convert_to_tensor(t), ops.convert_to_tensor(s)
+        _check_batch_sizes(t, s, index)
+        if tuple(t.shape[1:-1]) != tuple(s.shape[1:-1]):
+            raise ValueError(
+                f"Attention transfer compares spatial maps of one size; pair {index} has "
+                f"teacher {tuple(t.shape[1:-1])} and student {tuple(s.shape[1:-1])}. Pair "
+                "layers of equal resolution."
+            )
+        total = total + weight * ops.mean(ops.square(attention_map(t) - attention_map(s)))
+    return total
+
+
 @keras.saving.register_keras_serializable(package="keras_spkd")
 class SimilarityPreservingLoss(keras.losses.Loss):
     """Similarity-preserving loss as a `keras.losses.Loss`.

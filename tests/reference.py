@@ -30,3 +30,18 @@ def kd_loss(teacher_logits, student_logits, temperature) -> float:
 
     lt, ls = log_softmax(teacher_logits), log_softmax(student_logits)
     return temperature**2 * np.mean(np.sum(np.exp(lt) * (lt - ls), axis=-1))
+
+
+def attention_map(a: np.ndarray) -> np.ndarray:
+    """Zagoruyko & Komodakis 2017: mean over channels of A^2, flattened, L2-normalised."""
+    q = (np.asarray(a, np.float64) ** 2).mean(axis=-1).reshape(a.shape[0], -1)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def at_loss(teachers, students, weights=None) -> float:
+    """sum over pairs of w * mean over batch and positions of (Q_T - Q_S)^2."""
+    weights = weights or [1.0] * len(teachers)
+    return sum(
+        w * np.mean((attention_map(t) - attention_map(s)) ** 2)
+        for w, t, s in zip(weights, teachers, students)
+    )

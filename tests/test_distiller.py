@@ -313,3 +313,41 @@ def test_bfloat16_teacher_is_a_frozen_copy_close_to_the_exact_target(pair, data,
     assert keras.saving.load_model(tmp_path / "fast.keras").teacher_dtype == "bfloat16"
     with pytest.raises(ValueError, match="teacher_dtype None, 'bfloat16' or 'float16'"):
         _distiller(teacher, student, teacher_dtype="int8")
+
+
+def test_combined_terms_sum_their_weighted_values_exactly(pair, data):
+    teacher, student = pair
+    x, y = data
+    distiller = _distiller(
+        teacher,
+        student,
+        gamma=40.0,
+        kd_weight=0.5,
+        temperature=3.0,
+        at_weight=800.0,
+        at_pairs=[("t_conv1", "s_conv1")],
+    )
+    logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    t_conv, s_conv = _features(teacher, "t_conv1", x), _features(student, "s_conv1", x)
+    t_group, s_group = _features(teacher, "t_group", x), _features(student, "s_group", x)
+    assert_allclose(logs["sp_loss"], 40.0 * reference.sp_loss([t_group], [s_group]), rtol=1e-4)
+    assert_allclose(logs["at_loss"], 800.0 * reference.at_loss([t_conv], [s_conv]), rtol=1e-4)
+    assert_allclose(
+        logs["kd_loss"],
+        0.5 * reference.kd_loss(teacher(x).numpy(), student(x).numpy(), 3.0),
+        rtol=1e-4,
+    )
+    assert_allclose(
+        logs["loss"],
+        logs["task_loss"] + logs["sp_loss"] + logs["kd_loss"] + logs["at_loss"],
+        rtol=1e-6,
+    )
+    config = distiller.get_config()
+    assert config["at_pairs"] == [["t_conv1", "s_conv1"]] and config["at_weight"] == 800.0
+    assert keras_spkd.SPDistiller.from_config(config).get_config() == config
+    alone_at = _distiller(teacher, student, gamma=0.0, at_weight=10.0)  # AT on the SP pairs
+    assert alone_at.at_pairs == [("t_group", "s_group")]
+    logs = alone_at.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    assert logs["sp_loss"] == 0.0 and logs["at_loss"] > 0
+    with pytest.raises(ValueError, match="at_weight >= 0"):
+        _distiller(teacher, student, at_weight=-1.0)

@@ -186,3 +186,35 @@ def test_keras_distiller_rejects_unknown_layer():
             student=student,
             distillation_losses=keras_spkd.SimilarityPreservingDistillation("t_group", "nope"),
         )
+
+
+@pytest.mark.parametrize("b, hw, c_t, c_s", [(2, 4, 8, 3), (5, 7, 16, 4), (9, 3, 2, 2)])
+def test_attention_transfer_matches_numpy_reference(b, hw, c_t, c_s):
+    t, s = _random((b, hw, hw, c_t), 30), _random((b, hw, hw, c_s), 31)
+    assert_allclose(keras_spkd.attention_map(t), reference.attention_map(t), atol=1e-6)
+    got = float(keras_spkd.attention_transfer_loss(t, s, weights=1000.0))
+    assert got > 1e-3
+    assert_allclose(got, reference.at_loss([t], [s], [1000.0]), rtol=1e-5)
+
+
+def test_attention_transfer_gradient_matches_finite_differences():
+    t, s = _random((3, 3, 3, 4), 32), _random((3, 3, 3, 2), 33)
+    s_var = tf.Variable(s)
+    with tf.GradientTape() as tape:
+        loss = keras_spkd.attention_transfer_loss(t, s_var)
+    grad = tape.gradient(loss, s_var).numpy()
+    numeric, h, s64 = np.zeros(s.shape), 1e-6, s.astype(np.float64)
+    for index in np.ndindex(s.shape):
+        up, down = s64.copy(), s64.copy()
+        up[index] += h
+        down[index] -= h
+        numeric[index] = (reference.at_loss([t], [up]) - reference.at_loss([t], [down])) / (2 * h)
+    assert np.abs(numeric).max() > 1e-4
+    assert_allclose(grad, numeric, rtol=1e-3, atol=1e-6)
+
+
+def test_attention_transfer_needs_equal_spatial_sizes():
+    with pytest.raises(ValueError, match=r"teacher \(4, 4\) and student \(2, 2\)"):
+        keras_spkd.attention_transfer_loss(np.ones((2, 4, 4, 3)), np.ones((2, 2, 2, 3)))
+    with pytest.raises(ValueError, match="needs spatial activations"):
+        keras_spkd.attention_map(np.ones((2, 5)))
