@@ -590,6 +590,144 @@ def cmd_tune(args) -> int:
     return 0
 
 
+TERMS = ("sp", "kd", "at")
+
+
+def _parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    for method in methods:
+        if method != "alone" and not set(method.split("+")) <= set(TERMS):
+            raise UsageError(
+                f"Unknown method {method!r} in --methods; use 'alone' or '+'-joined terms "
+                f"of {TERMS}, e.g. alone,kd,at,sp,sp+kd."
+            )
+    if not methods:
+        raise UsageError("--methods lists no method.")
+    return methods
+
+
+def _degrade(images):
+    """The privileged setting's student view: the top half of every image."""
+    return images[:, : images.shape[1] // 2]
+
+
+def _compare_model(method, teacher, student, args):
+    from keras_spkd.distiller import SPDistiller
+
+    if method == "alone":
+        return _trainable(student)
+    terms = set(method.split("+"))
+    return SPDistiller(
+        teacher,
+        student,
+        _parse_pairs(args.pairs),
+        gamma=args.gamma if "sp" in terms else 0.0,
+        kd_weight=args.kd_weight if "kd" in terms else 0.0,
+        temperature=args.temperature,
+        at_weight=args.at_weight if "at" in terms else 0.0,
+        at_pairs=_parse_pairs(args.at_pairs) if args.at_pairs else None,
+    )
+
+
+def cmd_compare(args) -> int:
+    import copy
+    import statistics
+
+    import keras
+
+    if args.methods is None:  # AT needs equal resolutions; the privileged student has half
+        args.methods = "alone,kd,sp,sp+kd" if args.privileged else "alone,kd,at,sp,sp+kd"
+    methods = _parse_methods(args.methods)
+    _fill_defaults(args)
+    out = Path(args.out)
+    rows = []
+    for seed in range(args.seeds):
+        run = copy.copy(args)
+        run.seed = seed
+        keras.utils.set_random_seed(seed)
+        data = _load_data(run)
+        teacher, _ = _teacher(run, data)
+        shape = data.input_shape
+        student_shape = (shape[0] // 2, *shape[1:]) if args.privileged else shape
+        student_data = copy.copy(data)
+        student_data.input_shape = student_shape
+        initial = _build(args.student_arch, student_data, run, "student").get_weights()
+        checksum = float(sum(np.abs(w).sum() for w in initial))
+        for method in methods:  # every model is built (and checked) before any trains
+            _compare_model(method, teacher, _build(args.student_arch, student_data, run, "s"), run)
+        test = data.test.map(lambda x, y: (_degrade(x), y)) if args.privileged else data.test
+        teacher_accuracy = _accuracy(teacher, data.test)
+        for method in methods:
+            fresh = _load_data(run)  # same seeds: the same data order for every method
+            train, val = fresh.train, fresh.val
+            if args.privileged:
+                view = (
+                    (lambda x, y: ({"teacher": x, "student": _degrade(x)}, y))
+                    if method != "alone"
+                    else (lambda x, y: (_degrade(x), y))
+                )
+                train, val = train.map(view), val.map(view)
+            student = _build(args.student_arch, student_data, run, "student")
+            student.set_weights(initial)
+            start_checksum = float(sum(np.abs(w).sum() for w in student.get_weights()))
+            model = _compare_model(method, teacher, student, run)
+            _compile(model, run, _steps(fresh.train), args.epochs)
+            logger.info("seed %d/%d, %s", seed + 1, args.seeds, method)
+            start = time.perf_counter()
+            model.fit(train, validation_data=val, epochs=args.epochs, shuffle=False, verbose=0)
+            rows.append(
+                {
+                    "seed": seed,
+                    "method": method,
+                    "test_accuracy": _accuracy(student, test),
+                    "teacher_test_accuracy": teacher_accuracy,
+                    "fit_seconds": round(time.perf_counter() - start, 2),
+                    "init_checksum": start_checksum,
+                    "expected_checksum": checksum,
+                    "gamma": args.gamma if "sp" in method else 0.0,
+                    "kd_weight": args.kd_weight if "kd" in method else 0.0,
+                    "at_weight": args.at_weight if "at" in method else 0.0,
+                }
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def spread(values):
+        mean = statistics.mean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return mean, sd
+
+    teacher_mean, teacher_sd = spread([r["teacher_test_accuracy"] for r in rows[:: len(methods)]])
+    setting = (
+        "privileged (student sees the top half of each image)" if args.privileged else ("standard")
+    )
+    lines = [
+        f"Test accuracy on {args.dataset}, {setting}; {args.seeds} seeds, {args.epochs} epochs; "
+        f"teacher {args.teacher_arch} {100 * teacher_mean:.2f} ± {100 * teacher_sd:.2f}%, "
+        f"student {args.student_arch}; pairs {args.pairs}, gamma {args.gamma:g}, "
+        f"KD weight {args.kd_weight:g} (T = {args.temperature:g}), AT weight {args.at_weight:g}.",
+        "",
+        "| method | test accuracy (mean ± sd) | min | max | fit s / run |",
+        "|---|---|---|---|---|",
+    ]
+    for method in methods:
+        accs = [r["test_accuracy"] for r in rows if r["method"] == method]
+        mean, sd = spread(accs)
+        secs = statistics.mean(r["fit_seconds"] for r in rows if r["method"] == method)
+        lines.append(
+            f"| {method} | {100 * mean:.2f} ± {100 * sd:.2f}% | {100 * min(accs):.2f}% "
+            f"| {100 * max(accs):.2f}% | {secs:.1f} |"
+        )
+    table = "\n".join(lines)
+    (out / "results.md").write_text(table + "\n")
+    print(table)
+    print(f"Per-run results: {out / 'results.csv'}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from keras_spkd import bench
 
@@ -737,6 +875,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model")
     _data_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+    compare = commands.add_parser(
+        "compare",
+        help="student alone vs KD, AT, SP and their "
+        "combinations, over several seeds; markdown + CSV",
+    )
+    _data_arguments(compare)
+    _training_arguments(compare)
+    compare.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated: alone, or '+'-joined terms of sp, kd, at",
+    )
+    compare.add_argument("--seeds", type=int, default=5)
+    compare.add_argument("--teacher", help="trained teacher (.keras); default: built-in, cached")
+    compare.add_argument("--teacher-arch")
+    compare.add_argument("--teacher-epochs", type=int)
+    compare.add_argument("--student-arch")
+    compare.add_argument("--pairs", help="SP (and KD-free) layer pairs, T:S[,...]")
+    compare.add_argument("--at-pairs", help="AT layer pairs (equal spatial sizes); default --pairs")
+    compare.add_argument("--gamma", type=float)
+    compare.add_argument("--kd-weight", type=float, default=1.0)
+    compare.add_argument("--temperature", type=float, default=4.0)
+    compare.add_argument("--at-weight", type=float, default=1000.0)
+    compare.add_argument("--epochs", type=int)
+    compare.add_argument(
+        "--privileged",
+        action="store_true",
+        help="the teacher sees whole images, the student only their top half",
+    )
+    compare.add_argument("--out", default="runs/compare")
+    compare.set_defaults(func=cmd_compare)
+
     tune = commands.add_parser(
         "tune", help="search gamma (and pair, KD weight) with Keras Tuner; export the best student"
     )

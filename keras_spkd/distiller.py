@@ -264,6 +264,16 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         )
         self._num_teacher_features = len(teacher_names)
         self._num_student_features = len(student_names)
+        for (t_name, s_name), i, j in zip(
+            self.at_pairs, self._at_teacher_index, self._at_student_index
+        ):
+            t_size = tuple(self._teacher_extractor.outputs[i].shape[1:-1])
+            s_size = tuple(self._student_extractor.outputs[j].shape[1:-1])
+            if t_size != s_size:
+                raise ValueError(
+                    f"Attention transfer pairs layers of one spatial size; ({t_name!r}, "
+                    f"{s_name!r}) has teacher {t_size} and student {s_size}."
+                )
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
