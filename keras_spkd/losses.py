@@ -93,6 +93,24 @@ def _check_batch_sizes(teacher: Any, student: Any, index: int) -> None:
         )
 
 
+def _weighted_pairs(teacher_features: Any, student_features: Any, weights: Any):
+    """Validates paired activation maps; yields (index, weight, teacher, student)."""
+    teachers, students = _as_list(teacher_features), _as_list(student_features)
+    if not teachers:
+        raise ValueError("Expected at least one pair of activations; received none.")
+    if len(teachers) != len(students):
+        raise ValueError(
+            "Expected as many teacher as student activation maps; received "
+            f"{len(teachers)} teacher and {len(students)} student maps."
+        )
+    for index, (weight, t, s) in enumerate(
+        zip(_pair_weights(weights, len(teachers)), teachers, students)
+    ):
+        t, s = ops.convert_to_tensor(t), ops.convert_to_tensor(s)
+        _check_batch_sizes(t, s, index)
+        yield index, weight, t, s
+
+
 def similarity_preserving_loss(
     teacher_features: Any,
     student_features: Any,
@@ -127,20 +145,8 @@ def similarity_preserving_loss(
 
     Reference: Tung & Mori, ICCV 2019, arXiv:1907.09682, eq. (3).
     """
-    teachers, students = _as_list(teacher_features), _as_list(student_features)
-    if not teachers:
-        raise ValueError("Expected at least one pair of activations; received none.")
-    if len(teachers) != len(students):
-        raise ValueError(
-            "Expected as many teacher as student activation maps; received "
-            f"{len(teachers)} teacher and {len(students)} student maps."
-        )
     total = ops.zeros((), dtype="float32")
-    for index, (weight, t, s) in enumerate(
-        zip(_pair_weights(weights, len(teachers)), teachers, students)
-    ):
-        t, s = ops.convert_to_tensor(t), ops.convert_to_tensor(s)
-        _check_batch_sizes(t, s, index)
+    for _, weight, t, s in _weighted_pairs(teacher_features, student_features, weights):
         difference = similarity_matrix(t) - similarity_matrix(s)
         total = total + weight * ops.mean(ops.square(difference))
     return total
@@ -239,18 +245,8 @@ def attention_transfer_loss(
 
     Reference: Zagoruyko & Komodakis, ICLR 2017, arXiv:1612.03928.
     """
-    teachers, students = _as_list(teacher_features), _as_list(student_features)
-    if not teachers or len(teachers) != len(students):
-        raise ValueError(
-            "Expected as many teacher as student activation maps (at least one); "
-            f"received {len(teachers)} and {len(students)}."
-        )
     total = ops.zeros((), dtype="float32")
-    for index, (weight, t, s) in enumerate(
-        zip(_pair_weights(weights, len(teachers)), teachers, students)
-    ):
-        t, s = ops.convert_to_tensor(t), ops.convert_to_tensor(s)
-        _check_batch_sizes(t, s, index)
+    for index, weight, t, s in _weighted_pairs(teacher_features, student_features, weights):
         if tuple(t.shape[1:-1]) != tuple(s.shape[1:-1]):
             raise ValueError(
                 f"Attention transfer compares spatial maps of one size; pair {index} has "
