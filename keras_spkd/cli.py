@@ -611,6 +611,11 @@ def _degrade(images):
     return images[:, : images.shape[1] // 2]
 
 
+def _checksum(weights) -> float:
+    """A fingerprint of initial weights, recorded so equal starts can be verified."""
+    return float(sum(np.abs(w).sum() for w in weights))
+
+
 def _compare_model(method, teacher, student, args):
     from keras_spkd.distiller import SPDistiller
 
@@ -652,7 +657,7 @@ def cmd_compare(args) -> int:
         student_data = copy.copy(data)
         student_data.input_shape = student_shape
         initial = _build(args.student_arch, student_data, run, "student").get_weights()
-        checksum = float(sum(np.abs(w).sum() for w in initial))
+        checksum = _checksum(initial)
         for method in methods:  # every model is built (and checked) before any trains
             _compare_model(method, teacher, _build(args.student_arch, student_data, run, "s"), run)
         test = data.test.map(lambda x, y: (_degrade(x), y)) if args.privileged else data.test
@@ -669,7 +674,7 @@ def cmd_compare(args) -> int:
                 train, val = train.map(view), val.map(view)
             student = _build(args.student_arch, student_data, run, "student")
             student.set_weights(initial)
-            start_checksum = float(sum(np.abs(w).sum() for w in student.get_weights()))
+            start_checksum = _checksum(student.get_weights())
             model = _compare_model(method, teacher, student, run)
             _compile(model, run, _steps(fresh.train), args.epochs)
             logger.info("seed %d/%d, %s", seed + 1, args.seeds, method)

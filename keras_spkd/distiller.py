@@ -376,11 +376,11 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
             sample_weight=sample_weight,
             training=training,
         )
-        teacher_feats = self._gather([teacher_out[i] for i in self._teacher_index])
-        student_feats = self._gather([student_out[:n_s][i] for i in self._student_index])
         if any(self._gammas):
+            teacher_feats = self._gather([teacher_out[i] for i in self._teacher_index])
+            student_feats = self._gather([student_out[i] for i in self._student_index])
             sp = similarity_preserving_loss(teacher_feats, student_feats, self._gammas)
-        else:  # gamma = 0: the SP maths would only multiply by zero
+        else:  # gamma = 0: no all-gather, no SP maths (they would be multiplied by zero)
             sp = ops.zeros((), "float32")
         parts = {"sp_loss": sp}
         if self.at_weight > 0:
