@@ -2,6 +2,7 @@
 
 import csv
 
+import keras
 import pytest
 
 from keras_spkd.cli import main
@@ -47,8 +48,17 @@ def test_compare_rejects_bad_methods_and_mismatched_at_before_training(
 ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "cache"))
+    fitted = []
+    original_fit = keras.Model.fit
+
+    def recording_fit(model, *args, **kwargs):
+        fitted.append(model.name)
+        return original_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
     assert main(["compare", "--methods", "alone,fitnets"]) == 2
     assert "Unknown method 'fitnets'" in capsys.readouterr().err
+    assert fitted == []
     assert (
         main(
             [
@@ -69,4 +79,4 @@ def test_compare_rejects_bad_methods_and_mismatched_at_before_training(
         == 2
     )
     assert "one spatial size" in capsys.readouterr().err
-    assert not (tmp_path / "cmp").exists()
+    assert fitted == ["teacher"]  # the teacher trained; no student did

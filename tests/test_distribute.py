@@ -67,35 +67,57 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-@pytest.mark.slow
-def test_two_local_workers_train_identical_students_equal_to_one_device(runs, tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+def _start_cluster(cwd: Path, argv_for, env_for=None) -> list[subprocess.Popen]:
+    """Starts two MultiWorkerMirroredStrategy workers on 127.0.0.1.
+
+    `argv_for(index)` gives a worker's arguments after the interpreter and
+    `env_for(index)` extra environment. Each worker's stderr goes to
+    `cwd/worker{index}.log`: a pipe could fill, block that worker, and stall its
+    peer in a collective.
+    """
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     workers = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        env = {**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "tests" / "distribute_worker.py"),
-                    "worker",
-                    str(tmp_path / f"worker{index}.npz"),
-                ],
-                env=env,
-                cwd=tmp_path,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            **(env_for(index) if env_for else {}),
+            "TF_CONFIG": tf_config,
+        }
+        with open(cwd / f"worker{index}.log", "w") as log:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, *argv_for(index)],
+                    env=env,
+                    cwd=cwd,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
             )
-        )
+    return workers
+
+
+def _finish(workers: list[subprocess.Popen], cwd: Path, timeout: int) -> None:
+    """Waits for both workers (killing them on the way out); both must succeed."""
     try:
-        codes = [worker.wait(timeout=240) for worker in workers]
+        codes = [worker.wait(timeout=timeout) for worker in workers]
     finally:
         for worker in workers:
             worker.kill()
-    assert codes == [0, 0], [w.stderr.read()[-2000:] for w in workers]
+    logs = [(cwd / f"worker{i}.log").read_text()[-2000:] for i in range(len(workers))]
+    assert codes == [0] * len(workers), logs
+
+
+WORKER = str(ROOT / "tests" / "distribute_worker.py")
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_identical_students_equal_to_one_device(runs, tmp_path):
+    workers = _start_cluster(
+        tmp_path, lambda i: [WORKER, "worker", str(tmp_path / f"worker{i}.npz")]
+    )
+    _finish(workers, tmp_path, timeout=240)
     single_weights, single = runs["single"]
     students = []
     for index in range(2):
@@ -190,29 +212,17 @@ def _backed_up_epochs(backup: Path) -> int:
         return -1
 
 
-def _start_workers(tmp_path: Path, ports: list[int], epochs: int) -> list[subprocess.Popen]:
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    workers = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        env = {**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "tests" / "distribute_worker.py"),
-                    "long_worker",
-                    str(tmp_path / f"long{index}.npz"),
-                    str(epochs),
-                    str(tmp_path / f"backup{index}"),
-                ],
-                env=env,
-                cwd=tmp_path,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    return workers
+def _start_workers(tmp_path: Path, epochs: int) -> list[subprocess.Popen]:
+    return _start_cluster(
+        tmp_path,
+        lambda i: [
+            WORKER,
+            "long_worker",
+            str(tmp_path / f"long{i}.npz"),
+            str(epochs),
+            str(tmp_path / f"backup{i}"),
+        ],
+    )
 
 
 @pytest.mark.slow
@@ -223,13 +233,8 @@ def test_killed_worker_restarts_from_its_backup_and_completes(tmp_path):
     # the one-epoch test above compares with one device.)
     reference_dir = tmp_path / "uninterrupted"
     reference_dir.mkdir()
-    workers = _start_workers(reference_dir, _free_ports(2), epochs)
-    try:
-        assert [w.wait(timeout=300) for w in workers] == [0, 0]
-    finally:
-        for worker in workers:
-            worker.kill()
-    workers = _start_workers(tmp_path, _free_ports(2), epochs)
+    _finish(_start_workers(reference_dir, epochs), reference_dir, timeout=300)
+    workers = _start_workers(tmp_path, epochs)
     backups = [tmp_path / "backup0", tmp_path / "backup1"]
     try:
         deadline = time.monotonic() + 240
@@ -250,13 +255,7 @@ def test_killed_worker_restarts_from_its_backup_and_completes(tmp_path):
     resumed_from = [_backed_up_epochs(b) for b in backups]
     assert resumed_from[0] == resumed_from[1] and 2 <= resumed_from[0] < epochs
 
-    workers = _start_workers(tmp_path, _free_ports(2), epochs)
-    try:
-        codes = [w.wait(timeout=300) for w in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    assert codes == [0, 0]
+    _finish(_start_workers(tmp_path, epochs), tmp_path, timeout=300)
     reference = np.load(reference_dir / "long0.npz")
     for index in range(2):
         report = json.loads((tmp_path / f"long{index}.json").read_text())
@@ -272,48 +271,25 @@ def test_killed_worker_restarts_from_its_backup_and_completes(tmp_path):
 def test_cli_distill_on_two_local_workers(tmp_path):
     import keras
 
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    workers = []
-    for index in range(2):
-        env = {
-            **os.environ,
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            "PYTHONPATH": str(ROOT),
-            "KERAS_SPKD_CACHE": str(tmp_path / f"cache{index}"),
-            "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
-        }
-        workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "keras_spkd.cli",
-                    "distill",
-                    "--strategy",
-                    "multi_worker",
-                    "--epochs",
-                    "1",
-                    "--teacher-epochs",
-                    "1",
-                    "--out",
-                    str(tmp_path / "run"),
-                ],
-                env=env,
-                cwd=tmp_path,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    try:
-        codes = [worker.wait(timeout=400) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    assert codes == [0, 0], [w.stderr.read()[-2000:] for w in workers]
+    argv = [
+        "-m",
+        "keras_spkd.cli",
+        "distill",
+        "--strategy",
+        "multi_worker",
+        "--epochs",
+        "1",
+        "--teacher-epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    workers = _start_cluster(
+        tmp_path,
+        lambda i: argv,
+        lambda i: {"PYTHONPATH": str(ROOT), "KERAS_SPKD_CACHE": str(tmp_path / f"cache{i}")},
+    )
+    _finish(workers, tmp_path, timeout=400)
     chief, other = tmp_path / "run", tmp_path / "run" / "worker1"  # one directory per worker
     for run in (chief, other):
         assert json.loads((run / "summary.json").read_text())["strategy"] == "multi_worker"
