@@ -16,7 +16,7 @@ def test_digits_split_sizes_ranges_and_stratification():
         assert x.min() == 0.0 and x.max() == 1.0
         assert set(np.unique(y)) == set(range(10))
     assert len(np.unique(np.concatenate([y for _, y in arrays.values()]))) == 10
-    assert sum(sizes.values()) == 1797  # every image once: the splits are disjoint
+    assert sum(sizes.values()) == 1797  # the three splits add up to the whole dataset
     assert np.array_equal(digits_arrays(seed=0)["test"][1], arrays["test"][1])
     assert not np.array_equal(digits_arrays(seed=1)["test"][1], arrays["test"][1])
 
