@@ -9,6 +9,7 @@ their hyper-parameters.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import keras
@@ -145,6 +146,7 @@ def make_tuner(
     overwrite: bool = False,
     max_epochs: int = 30,
     seed: int = 0,
+    **kwargs,
 ) -> kt.Tuner:
     """Creates a Random, Bayesian or Hyperband tuner for an `SPHyperModel`.
 
@@ -164,9 +166,19 @@ def make_tuner(
         overwrite: Start afresh. Defaults to `False` (resume).
         max_epochs: Hyperband's largest epoch budget. Defaults to `30`.
         seed: Defaults to `0`.
+        **kwargs: Passed on to the Keras Tuner class, e.g.
+            `executions_per_trial=2` (each trial trained twice, the objective
+            averaged) or `max_consecutive_failed_trials`.
 
     Returns:
         A `keras_tuner.Tuner`.
+
+    Example:
+
+    >>> tuner = keras_spkd.make_tuner("random", hypermodel, max_trials=8,
+    ...                               executions_per_trial=2)
+    >>> tuner.search(train_ds, validation_data=val_ds, epochs=30,
+    ...              callbacks=[keras_spkd.tuning.trial_tensorboard("runs/tune/tb")])
     """
     goal = objective_for(objective, hypermodel.metrics)
     common = {
@@ -175,6 +187,7 @@ def make_tuner(
         "project_name": project_name,
         "overwrite": overwrite,
         "seed": seed,
+        **kwargs,
     }
     if kind == "random":
         return kt.RandomSearch(hypermodel, max_trials=max_trials, **common)
@@ -183,6 +196,23 @@ def make_tuner(
     if kind == "hyperband":
         return kt.Hyperband(hypermodel, max_epochs=max_epochs, **common)
     raise ValueError(f"Unknown tuner {kind!r}; expected one of {TUNERS}.")
+
+
+def trial_tensorboard(log_dir: str | os.PathLike) -> keras.callbacks.TensorBoard:
+    """A TensorBoard callback for `tuner.search(callbacks=[...])`: every trial, logged.
+
+    Keras Tuner recognises a callback whose class is named `TensorBoard`,
+    points it at `log_dir/<trial id>/execution<n>` for each run of each trial
+    and adds the trial's hyper-parameters for TensorBoard's HParams dashboard
+    (`tensorboard --logdir log_dir`). Subclasses of it are not recognised.
+
+    Args:
+        log_dir: The search's TensorBoard directory.
+
+    Returns:
+        A plain `keras.callbacks.TensorBoard` that writes per-epoch scalars.
+    """
+    return keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0)
 
 
 def trial_table(tuner: kt.Tuner) -> list[dict]:

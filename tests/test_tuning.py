@@ -18,7 +18,13 @@ import tensorflow as tf
 import keras_spkd
 from keras_spkd.cli import main
 from keras_spkd.export import export_student
-from keras_spkd.tuning import SPHyperModel, check_trials_completed, make_tuner, trial_table
+from keras_spkd.tuning import (
+    SPHyperModel,
+    check_trials_completed,
+    make_tuner,
+    trial_table,
+    trial_tensorboard,
+)
 from tests.conftest import small_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,3 +301,45 @@ def test_chief_and_worker_complete_a_search_together(tmp_path):
         for p in (tmp_path / "search" / "search").glob("trial_*/trial.json")
     ]
     assert statuses == ["COMPLETED"] * 2
+
+
+def _plugins(directory: Path) -> set[str]:
+    plugins = set()
+    for event_file in directory.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            plugins |= {v.metadata.plugin_data.plugin_name for v in event.summary.value}
+    return plugins
+
+
+def test_make_tuner_passes_keywords_on_and_every_trial_is_logged_for_hparams(data, tmp_path):
+    x, y = data
+    tuner = make_tuner(
+        "random",
+        _hypermodel(),
+        "val_loss",
+        max_trials=2,
+        directory=str(tmp_path / "search"),
+        executions_per_trial=2,
+    )
+    assert tuner.executions_per_trial == 2
+    log_dir = tmp_path / "tb"
+    tuner.search(
+        x,
+        y,
+        validation_data=(x, y),
+        epochs=2,
+        batch_size=8,
+        verbose=0,
+        callbacks=[trial_tensorboard(log_dir)],
+    )
+    check_trials_completed(tuner)
+    trial_ids = sorted(tuner.oracle.trials)
+    assert sorted(p.name for p in log_dir.iterdir()) == trial_ids
+    for trial_id in trial_ids:
+        runs = log_dir / trial_id
+        assert sorted(p.name for p in runs.iterdir()) == ["execution0", "execution1"]
+        for run in runs.iterdir():
+            assert "hparams" in _plugins(run), run  # the HParams dashboard's records
+            assert {"train", "validation"} <= {p.name for p in run.iterdir()}
+    with pytest.raises(ValueError, match="Unrecognized arguments .*executions_per_trials"):
+        make_tuner("random", _hypermodel(), directory=str(tmp_path / "x"), executions_per_trials=2)
