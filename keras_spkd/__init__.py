@@ -16,6 +16,7 @@ from keras_spkd.losses import (
     similarity_matrix,
     similarity_preserving_loss,
 )
+from keras_spkd.pairs import describe_layers, suggest_layer_pairs
 from keras_spkd.plots import SimilarityMonitor, plot_similarity_matrices, plot_training_curves
 from keras_spkd.report import write_report
 from keras_spkd.tuning import SPHyperModel, make_tuner
@@ -33,6 +34,7 @@ __all__ = [
     "SimilarityPreservingLoss",
     "build_feature_extractor",
     "check_global_batch",
+    "describe_layers",
     "knowledge_distillation_loss",
     "layer_paths",
     "make_strategy",
@@ -41,5 +43,6 @@ __all__ = [
     "plot_training_curves",
     "similarity_matrix",
     "similarity_preserving_loss",
+    "suggest_layer_pairs",
     "write_report",
 ]
