@@ -4,6 +4,7 @@ Reference: Tung & Mori, "Similarity-Preserving Knowledge Distillation",
 ICCV 2019, arXiv:1907.09682.
 """
 
+from keras_spkd.callbacks import SimilarityMonitor
 from keras_spkd.distiller import FitUnderStrategy, SPDistiller
 from keras_spkd.distribute import check_global_batch, make_strategy
 from keras_spkd.features import build_feature_extractor, layer_paths
@@ -17,7 +18,7 @@ from keras_spkd.losses import (
     similarity_preserving_loss,
 )
 from keras_spkd.pairs import describe_layers, suggest_layer_pairs
-from keras_spkd.plots import SimilarityMonitor, plot_similarity_matrices, plot_training_curves
+from keras_spkd.plots import plot_similarity_matrices, plot_training_curves
 from keras_spkd.report import write_report
 from keras_spkd.tuning import SPHyperModel, make_tuner
 

@@ -1,25 +1,23 @@
-"""Pictures of what SP preserves: similarity heat maps, training curves, a monitor."""
+"""Pictures of what SP preserves: similarity heat maps and training curves."""
 
 from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
+from typing import BinaryIO
 
 import keras
 import numpy as np
-import tensorflow as tf
 from matplotlib.figure import Figure  # drawn without pyplot: no backend, no global state
 
-from keras_spkd.losses import similarity_matrix, similarity_preserving_loss
+from keras_spkd.losses import similarity_matrix
 
 
 def plot_similarity_matrices(
     features: Mapping[str, object],
     labels: np.ndarray,
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinaryIO,
     reference: str | None = None,
     title: str = "Batch similarity G (rows L2-normalised), probe sorted by label",
 ) -> dict[str, np.ndarray]:
@@ -32,7 +30,7 @@ def plot_similarity_matrices(
     Args:
         features: `{panel title: activations of the probe batch}`.
         labels: The probe's labels, in batch order.
-        path: PNG file to write.
+        path: PNG file to write (a path, or a binary file object).
         reference: Key of the map the differences are taken against.
             Defaults to `None` (no difference panel).
         title: Figure title.
@@ -127,96 +125,11 @@ def plot_training_curves(histories, path: str | os.PathLike) -> list[str]:
     return drawn
 
 
-class SimilarityMonitor(keras.callbacks.Callback):
-    """Records what SP preserves on a fixed probe batch while a distiller trains.
+def __getattr__(name: str):
+    # SimilarityMonitor moved to keras_spkd.callbacks; kept reachable here until
+    # every caller imports it from there (or as keras_spkd.SimilarityMonitor).
+    if name == "SimilarityMonitor":
+        from keras_spkd.callbacks import SimilarityMonitor
 
-    Every `every_n_epochs` epochs (and at the first and last), computes the
-    probe batch's SP loss (gamma included, as logged by the distiller) and draws
-    G of the teacher and the student for the first layer pair, with
-    `|G_T - G_S|`, to `out_dir/similarity_epoch{NNN}.png`. With `log_dir`,
-    TensorBoard gets the heat maps as images and every epoch's loss
-    components and metrics as scalars.
-
-    Args:
-        probe_images: A batch of inputs (or privileged `{"teacher", "student"}`
-            inputs), best sorted by label.
-        probe_labels: Their labels.
-        every_n_epochs: Drawing period. Defaults to `1`.
-        out_dir: Directory for the PNG files. Defaults to `None` (no files).
-        log_dir: TensorBoard log directory. Defaults to `None`.
-
-    Example:
-
-    >>> monitor = keras_spkd.SimilarityMonitor(x_probe, y_probe, 5, "run/heat", "run/tb")
-    >>> distiller.fit(train_ds, epochs=50, callbacks=[monitor])
-    """
-
-    def __init__(
-        self,
-        probe_images,
-        probe_labels,
-        every_n_epochs: int = 1,
-        out_dir: str | os.PathLike | None = None,
-        log_dir: str | os.PathLike | None = None,
-    ):
-        super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"Expected every_n_epochs >= 1; received {every_n_epochs}.")
-        self.probe_images = probe_images
-        self.probe_labels = np.asarray(probe_labels)
-        self.every_n_epochs = every_n_epochs
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.log_dir = str(log_dir) if log_dir is not None else None
-        self.probe_sp_loss: dict[int, float] = {}
-        self.written: list[Path] = []
-        self._writer = None
-
-    def on_train_begin(self, logs=None):
-        if not hasattr(self.model, "tapped_features"):
-            raise TypeError(
-                "SimilarityMonitor watches a keras_spkd.SPDistiller; it was given "
-                f"{type(self.model).__name__}."
-            )
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.log_dir is not None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-
-    def _due(self, epoch: int) -> bool:
-        last = self.params.get("epochs", 0) - 1
-        return epoch == 0 or epoch == last or (epoch + 1) % self.every_n_epochs == 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self._writer is not None:
-            with self._writer.as_default(step=epoch + 1):
-                for key, value in logs.items():
-                    tf.summary.scalar(key, float(np.ravel(value)[0]))
-        if not self._due(epoch):
-            return
-        teacher_feats, student_feats = self.model.tapped_features(self.probe_images)
-        self.probe_sp_loss[epoch + 1] = float(
-            similarity_preserving_loss(teacher_feats, student_feats, self.model.gammas)
-        )
-        (t_name, s_name) = self.model.layer_pairs[0]
-        path = (self.out_dir or Path(tempfile.mkdtemp())) / f"similarity_epoch{epoch + 1:03d}.png"
-        plot_similarity_matrices(
-            {f"teacher {t_name}": teacher_feats[0], f"student {s_name}": student_feats[0]},
-            self.probe_labels,
-            path,
-            reference=f"teacher {t_name}",
-            title=f"epoch {epoch + 1}: probe SP loss {self.probe_sp_loss[epoch + 1]:.4g}",
-        )
-        if self.out_dir is not None:
-            self.written.append(path)
-        if self._writer is not None:
-            with self._writer.as_default(step=epoch + 1):
-                image = tf.image.decode_png(tf.io.read_file(str(path)), channels=3)
-                tf.summary.image("similarity_matrices", image[None])
-                tf.summary.scalar("probe_sp_loss", self.probe_sp_loss[epoch + 1])
-        if self.out_dir is None:
-            path.unlink()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.flush()
+        return SimilarityMonitor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
