@@ -132,12 +132,14 @@ def _after_global_pooling(entries: list[_Entry]) -> set[int]:
 
 
 def _follows_conv(entry: _Entry) -> bool:
+    """Whether an activation is a convolution's own (fused, or via BN/dropout)."""
     if isinstance(entry.layer, _CONVS):
         return True
     while len(entry.inputs) == 1:
         entry = entry.inputs[0]
         if isinstance(entry.layer, _CONVS):
-            return True
+            # A conv with its own activation: this one belongs to a head.
+            return not _is_activation(entry.layer)
         if not isinstance(entry.layer, _PASS_THROUGH):
             return False
     return False
