@@ -7,7 +7,9 @@ block before each change of spatial resolution, and of the last block
 overall. A block output is a residual `Add` (or a dense `Concatenate`), or in
 post-activation networks the activation right after it; in plain CNNs with no
 merges, a convolution's activation. The head after the last block (final
-normalisation, activation, pooling) is never a stage end.
+normalisation, activation, pooling) is never a stage end. Only layers can be
+tapped: a residual written `x + y` (a symbolic op) is found through the
+activation layer after it, or not at all.
 """
 
 from __future__ import annotations
@@ -53,15 +55,25 @@ _HOW_BY_HAND = (
 )
 
 
+# Symbolic ops (`x + shortcut`, `keras.ops.relu(x)`) are graph nodes but not
+# layers: they link layers but cannot be tapped by name.
+_MERGE_OPS = {"Add", "Concatenate"}
+_ACTIVATION_OPS = {"Relu", "Relu6", "Silu", "Gelu", "Elu", "Selu", "LeakyRelu", "HardSilu", "Celu"}
+
+
 @dataclass(eq=False)
 class _Entry:
-    """One tappable layer: its path, output shape and same-graph neighbours."""
+    """One graph node: its path, output shape and same-graph neighbours."""
 
     path: str
-    layer: keras.layers.Layer
+    layer: keras.layers.Layer | keras.Operation
     shape: tuple | list | None
     inputs: list[_Entry] = field(default_factory=list)
     consumers: list[_Entry] = field(default_factory=list)
+
+    @property
+    def tappable(self) -> bool:
+        return isinstance(self.layer, keras.layers.Layer)
 
 
 def _has_graph(model: keras.Model) -> bool:
@@ -72,10 +84,11 @@ def _has_graph(model: keras.Model) -> bool:
 
 
 def _walk(model: keras.Model, prefix: str = "") -> list[_Entry]:
-    """Lists `model`'s layers in graph order, nested models' layers by path."""
+    """Lists `model`'s graph nodes in order, nested models' layers by path."""
     producers: dict[int, _Entry] = {}
     entries = []
-    for layer in model.layers:
+    # A functional model's `operations` include symbolic ops; Sequential has layers only.
+    for layer in getattr(model, "operations", None) or model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         entry = _Entry(prefix + layer.name, layer, None)
@@ -112,6 +125,8 @@ def _spatial(shape) -> tuple | None:
 
 
 def _is_activation(layer) -> bool:
+    if not isinstance(layer, keras.layers.Layer):
+        return type(layer).__name__ in _ACTIVATION_OPS
     if isinstance(layer, keras.layers.Activation):
         return getattr(layer.activation, "__name__", "") not in ("linear", "softmax")
     if isinstance(layer, _ACTIVATIONS):
@@ -124,11 +139,30 @@ def _after_global_pooling(entries: list[_Entry]) -> set[int]:
     """ids of entries whose every input comes from a global pooling (heads, SE)."""
     pooled: set[int] = set()
     for entry in entries:
-        if isinstance(entry.layer, _POOLS) or (
-            entry.inputs and all(id(p) in pooled for p in entry.inputs)
+        reduces = _spatial(entry.shape) is None and any(_spatial(p.shape) for p in entry.inputs)
+        if (
+            isinstance(entry.layer, _POOLS)
+            or reduces
+            or (entry.inputs and all(id(p) in pooled for p in entry.inputs))
         ):
             pooled.add(id(entry))
     return pooled
+
+
+def _is_merge(entry: _Entry) -> bool:
+    if entry.tappable:
+        return isinstance(entry.layer, _MERGES)
+    return type(entry.layer).__name__ in _MERGE_OPS
+
+
+def _tapped_block_output(merge: _Entry) -> _Entry | None:
+    """The merge, or the activation right after it; None if only ops carry it."""
+    entry = merge
+    while len(entry.consumers) == 1 and _is_activation(entry.consumers[0].layer):
+        entry = entry.consumers[0]
+        if entry.tappable:
+            return entry
+    return merge if merge.tappable else None
 
 
 def _follows_conv(entry: _Entry) -> bool:
@@ -149,16 +183,13 @@ def _block_outputs(entries: list[_Entry]) -> list[_Entry]:
     """Residual/dense merges (post-activation: their activation), else conv activations."""
     pooled = _after_global_pooling(entries)
     maps = [e for e in entries if _spatial(e.shape) is not None and id(e) not in pooled]
-    merges = [e for e in maps if isinstance(e.layer, _MERGES)]
+    merges = [e for e in maps if _is_merge(e)]
     if merges:
-        blocks = []
-        for merge in merges:
-            after = merge.consumers
-            if len(after) == 1 and _is_activation(after[0].layer):
-                merge = after[0]
-            blocks.append(merge)
-        return blocks
-    return [e for e in maps if _is_activation(e.layer) and _follows_conv(e)]
+        # Merges that only ops carry are skipped: a residual branch inside
+        # them is no block output.
+        blocks = [_tapped_block_output(merge) for merge in merges]
+        return [block for block in blocks if block is not None]
+    return [e for e in maps if e.tappable and _is_activation(e.layer) and _follows_conv(e)]
 
 
 def _known_sizes(model: keras.Model, blocks: list[_Entry], role: str) -> list[tuple]:
@@ -186,14 +217,21 @@ def _stage_ends(model: keras.Model, role: str) -> tuple[list[str], list[tuple]]:
     """Paths and spatial sizes of `model`'s stage ends, shallow to deep."""
     try:
         graph_inputs(model, role)
-    except (TypeError, ValueError) as error:
+    except ValueError as error:
         raise ValueError(f"Cannot suggest layer pairs: {error} " + _HOW_BY_HAND) from error
-    blocks = _block_outputs(_walk(model))
+    entries = _walk(model)
+    blocks = _block_outputs(entries)
     if not blocks:
+        op_merges = [e for e in entries if _is_merge(e) and not e.tappable and _spatial(e.shape)]
+        reason = (
+            f"its {len(op_merges)} residual merges are symbolic ops (`x + y`), which "
+            "cannot be tapped by name (write them as keras.layers.Add()([x, y]))"
+            if op_merges
+            else "no residual Add/Concatenate and no convolution activation with a "
+            "(batch, height, width, channels) output"
+        )
         raise ValueError(
-            f"Found no convolutional stages in the {role} {model.name!r}: no "
-            "residual Add/Concatenate and no convolution activation with a "
-            "(batch, height, width, channels) output. " + _HOW_BY_HAND
+            f"Found no convolutional stages in the {role} {model.name!r}: {reason}. " + _HOW_BY_HAND
         )
     sizes = _known_sizes(model, blocks, role)
     ends = [
@@ -322,6 +360,7 @@ def describe_layers(model: keras.Model) -> list[dict]:
             "stage_end": entry.path in ends,
         }
         for entry in _walk(model)
+        if entry.tappable
     ]
 
 

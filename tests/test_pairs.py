@@ -265,3 +265,30 @@ def test_models_without_convolutional_stages_raise_saying_how_to_name_layers():
     rows = keras_spkd.describe_layers(mlp)
     assert [r["kind"] for r in rows] == ["Dense", "Dense"]
     assert not any(r["stage_end"] for r in rows)
+
+
+def _op_residual_net(tapped_relu: bool) -> keras.Model:
+    """Residuals written `h + x` (symbolic ops, not layers), two blocks of 8x8."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    for name in ("b1", "b2"):
+        h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name=f"{name}_c")(x)
+        x = keras.ops.relu(h + x)  # op Add -> op Relu: nothing to tap by name
+    if tapped_relu:
+        h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="b3_c")(x)
+        x = keras.layers.ReLU(name="b3_out")(h + x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="op_resnet")
+
+
+def test_residuals_written_as_ops_are_found_through_the_layer_after_them():
+    model = _op_residual_net(tapped_relu=True)
+    rows = keras_spkd.describe_layers(model)
+    assert [r["path"] for r in rows] == keras_spkd.layer_paths(model)  # no op in the table
+    assert [r["path"] for r in rows if r["stage_end"]] == ["b3_out"]
+    # Not the conv activations inside the blocks (they are not block outputs).
+    assert keras_spkd.suggest_layer_pairs(model, digits_cnn(4)) == [("b3_out", "group1")]
+    with pytest.raises(ValueError, match=r"2 residual merges are symbolic ops.*by hand"):
+        keras_spkd.suggest_layer_pairs(_op_residual_net(tapped_relu=False), model)
+    with pytest.raises(TypeError, match="keras.Model"):
+        keras_spkd.suggest_layer_pairs("resnet50", model)
