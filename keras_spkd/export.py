@@ -1,15 +1,36 @@
-"""Export students as SavedModel and TFLite, and check the exports agree.
+"""Export students that deploy as they are: stored images in, logits and probabilities out.
 
-Exports hold only the student (no teacher, no keras-spkd code): they load
-with `tf.saved_model.load` or `tf.lite.Interpreter` alone. A student trained
-under mixed precision is rebuilt in float32 first, so the exports take and
-return float32 and convert to TFLite without Flex ops.
+An export holds the student and its preprocessing as Keras layers
+(`Rescaling` by the recorded scale, `Normalization` with the recorded
+per-channel mean and variance), so it takes images exactly as the dataset
+stores them: `uint8` 0-255 for image datasets, 0-16 floats for the digits.
+It holds no teacher and no keras-spkd code: the SavedModel loads with
+`tf.saved_model.load`, the TFLite files with `tf.lite.Interpreter`.
+
+The SavedModel's serving signature (`serving_default`, also callable as
+`.serve`):
+
+- input `images`: `(batch, *image shape)`, the stored dtype;
+- outputs `logits` (float32, `(batch, classes)`) and `probabilities`
+  (their softmax).
+
+TFLite comes in three variants: `float`; `dynamic` (dynamic-range: int8
+weights, float activations); `int8` (full-integer: int8 built-in ops only,
+`uint8` input for `uint8` images and `int8` input otherwise, `int8` outputs;
+calibrated on a seeded sample of *training* images). Quantised inputs and
+outputs carry a scale and zero point, which `tflite_predict` applies.
+
+A student trained under mixed precision is rebuilt in float32 first, so the
+exports compute in float32 and convert to TFLite without Flex ops.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,34 +39,86 @@ import numpy as np
 import tensorflow as tf
 
 TFLITE_MODES = ("float", "dynamic", "int8")
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("logits", "probabilities")
 
 
 @dataclass
 class ExportReport:
-    """What was written and how closely each export reproduces the student.
+    """What was written, its size, and how each export does on the test images.
 
     Attributes:
         saved_model: Path of the SavedModel directory.
         saved_model_bytes: Its size on disk.
-        saved_model_max_abs_diff: Largest |export - student| over the check
-            batch.
-        tflite: Per TFLite mode: path, size in bytes, largest difference and
-            the share of check images whose arg-max class agrees.
+        saved_model_max_abs_diff: Largest |export logits - student logits|
+            over the test images.
+        input_dtype: The dtype the exports take (the stored images' dtype).
+        preprocessing: The preprocessing built into the exports
+            (`{"scale", "mean", "std"}`), or `None`.
+        keras: The Keras student's own figures (`accuracy` on the test set,
+            `bytes` of its weights as float32).
+        saved_model_accuracy: The SavedModel's test accuracy (with labels).
+        tflite: Per TFLite variant: `path`, `bytes`, `accuracy` (with
+            labels), `agreement` (share of test images whose class agrees
+            with the Keras student's), `max_abs_diff` (of the logits,
+            dequantised), `input_dtype`, `output_dtype`.
+        calibration: For `int8`: `split` ("train"), `count`, `seed` and a
+            `sha256` fingerprint of the calibration images, in order.
     """
 
     saved_model: str
     saved_model_bytes: int
     saved_model_max_abs_diff: float
+    input_dtype: str = "float32"
+    preprocessing: dict | None = None
+    keras: dict = field(default_factory=dict)
+    saved_model_accuracy: float | None = None
     tflite: dict = field(default_factory=dict)
+    calibration: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def table(self) -> list[dict]:
+        """One row per model: `model`, `bytes`, `accuracy`, `agreement` with the student."""
+        rows = [
+            {
+                "model": "keras student",
+                "bytes": self.keras.get("bytes"),
+                "accuracy": self.keras.get("accuracy"),
+                "agreement": 1.0,
+            },
+            {
+                "model": "saved_model",
+                "bytes": self.saved_model_bytes,
+                "accuracy": self.saved_model_accuracy,
+                "agreement": self.keras.get("saved_model_agreement"),
+            },
+        ]
+        for mode, figures in self.tflite.items():
+            rows.append(
+                {
+                    "model": f"tflite {mode}",
+                    "bytes": figures["bytes"],
+                    "accuracy": figures["accuracy"],
+                    "agreement": figures["agreement"],
+                }
+            )
+        return rows
 
 
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def fingerprint(images: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes (C order)."""
+    images = np.ascontiguousarray(images)
+    digest = hashlib.sha256(f"{images.dtype}{images.shape}".encode())
+    digest.update(images.tobytes())
+    return digest.hexdigest()
 
 
 def float32_student(student: keras.Model) -> keras.Model:
@@ -63,87 +136,337 @@ def float32_student(student: keras.Model) -> keras.Model:
     return copy
 
 
-def _tflite_bytes(saved_model: Path, mode: str, representative: np.ndarray) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if mode in ("dynamic", "int8"):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "int8":
+def _check_preprocessing(preprocessing: Mapping | None, channels: int) -> dict | None:
+    if preprocessing is None:
+        return None
+    missing = {"scale", "mean", "std"} - set(preprocessing)
+    if missing:
+        raise ValueError(
+            f"preprocessing needs 'scale', 'mean' and 'std' (as DataBundle.preprocessing "
+            f"records them); {sorted(missing)} missing from {dict(preprocessing)!r}."
+        )
+    scale = float(preprocessing["scale"])
+    mean = np.asarray(preprocessing["mean"], "float64").ravel()
+    std = np.asarray(preprocessing["std"], "float64").ravel()
+    if not (len(mean) == len(std) == channels) and not (len(mean) == len(std) == 1):
+        raise ValueError(
+            f"preprocessing mean and std need 1 or {channels} values (one per channel); "
+            f"received {len(mean)} and {len(std)}."
+        )
+    if not np.all(np.isfinite([scale, *mean, *std])) or scale == 0 or np.any(std <= 0):
+        raise ValueError(
+            f"preprocessing needs a finite, non-zero scale and positive std; received "
+            f"scale={scale}, std={std.tolist()}."
+        )
+    return {"scale": scale, "mean": mean.tolist(), "std": std.tolist()}
 
-        def representative_dataset():
-            for image in representative[:200]:
-                yield [image[None].astype("float32")]
 
-        converter.representative_dataset = representative_dataset
-    return converter.convert()
+def deployable_model(
+    student: keras.Model,
+    preprocessing: Mapping | None = None,
+    input_dtype: str = "float32",
+) -> keras.Model:
+    """Wraps the student: stored images in, `{"logits", "probabilities"}` out.
+
+    Model input = `(images * scale - mean) / std`, done by a `Rescaling` and a
+    `Normalization` layer (with `variance = std**2`), as
+    `DataBundle.preprocess` does it.
+
+    Args:
+        student: The trained student (logits out); a half-precision student
+            is copied to float32 first.
+        preprocessing: `{"scale": s, "mean": [...], "std": [...]}`, per
+            channel (`DataBundle.preprocessing`). Defaults to `None` (the
+            images are model input already).
+        input_dtype: The stored images' dtype, e.g. `"uint8"`. Defaults to
+            `"float32"`.
+
+    Returns:
+        A functional `keras.Model` with input `images`.
+    """
+    student = float32_student(student)
+    shape = tuple(student.inputs[0].shape[1:])
+    preprocessing = _check_preprocessing(preprocessing, shape[-1])
+    images = keras.Input(shape, dtype=input_dtype, name=INPUT_NAME)
+    x = images
+    if preprocessing is not None:
+        x = keras.layers.Rescaling(preprocessing["scale"], name="rescale")(x)  # casts to float
+        x = keras.layers.Normalization(
+            mean=preprocessing["mean"],
+            variance=np.square(preprocessing["std"]).tolist(),
+            name="normalize",
+        )(x)
+    elif input_dtype != "float32":
+        x = keras.layers.Rescaling(1.0, name="to_float")(x)
+    logits = keras.layers.Identity(name="logits")(student(x))
+    probabilities = keras.layers.Softmax(name="probabilities")(logits)
+    return keras.Model(
+        images, {"logits": logits, "probabilities": probabilities}, name=f"{student.name}_deploy"
+    )
 
 
-def tflite_predict(model_path: str | os.PathLike, images: np.ndarray) -> np.ndarray:
-    """Runs a TFLite model on a batch (the input is resized to the batch)."""
+def calibration_sample(images: np.ndarray, count: int = 300, seed: int = 0) -> np.ndarray:
+    """`count` images drawn without replacement by `seed` (all of them if fewer)."""
+    order = np.random.default_rng(seed).permutation(len(images))
+    return images[np.sort(order[: min(count, len(images))])]
+
+
+def _write_saved_model(model: keras.Model, path: Path, dtype: str) -> None:
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve",
+        lambda images: model(images, training=False),
+        input_signature=[tf.TensorSpec((None, *model.inputs[0].shape[1:]), dtype, INPUT_NAME)],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def _tflite_bytes(
+    model: keras.Model,
+    saved_model: Path,
+    mode: str,
+    input_dtype: str,
+    calibration: np.ndarray | None,
+) -> bytes:
+    def convert(source: Path) -> bytes:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(source))
+        if mode in ("dynamic", "int8"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "int8":
+
+            def representative_dataset():
+                for image in calibration:
+                    yield [image[None].astype("float32")]
+
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8 if input_dtype == "uint8" else tf.int8
+            converter.inference_output_type = tf.int8
+        return converter.convert()
+
+    if mode != "int8" or input_dtype == "float32":
+        return convert(saved_model)
+    # Full-integer conversion quantises a float input: convert a float-input twin
+    # (same layers and weights), written to a directory that is removed after.
+    with tempfile.TemporaryDirectory(prefix="keras_spkd_int8_") as twin:
+        _write_saved_model(model, Path(twin), "float32")
+        return convert(Path(twin))
+
+
+def _interpreter(model_path: str | os.PathLike):
     with warnings.catch_warnings():  # tf.lite.Interpreter's LiteRT deprecation notice
         warnings.simplefilter("ignore", UserWarning)
-        interpreter = tf.lite.Interpreter(model_path=str(model_path))
-    (inp,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(inp["index"], images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], images.astype(inp["dtype"]))
-    interpreter.invoke()
-    (out,) = interpreter.get_output_details()
-    return interpreter.get_tensor(out["index"])
+        return tf.lite.Interpreter(model_path=str(model_path))
+
+
+def _quantise(values: np.ndarray, details: dict) -> np.ndarray:
+    dtype = np.dtype(details["dtype"])
+    scale, zero_point = details["quantization"]
+    if dtype.kind not in "iu" or not scale:
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    q = np.round(values.astype("float64") / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantise(values: np.ndarray, details: dict) -> np.ndarray:
+    scale, zero_point = details["quantization"]
+    if values.dtype.kind not in "iu" or not scale:
+        return values
+    return ((values.astype("float32") - zero_point) * scale).astype("float32")
+
+
+def tflite_io(model_path: str | os.PathLike) -> dict:
+    """`{"inputs"|"outputs": {name: {"dtype", "scale", "zero_point"}}}` of a TFLite model."""
+    runner = _interpreter(model_path).get_signature_runner()
+
+    def describe(details):
+        return {
+            name: {
+                "dtype": np.dtype(d["dtype"]).name,
+                "scale": float(d["quantization"][0]),
+                "zero_point": int(d["quantization"][1]),
+            }
+            for name, d in details.items()
+        }
+
+    return {
+        "inputs": describe(runner.get_input_details()),
+        "outputs": describe(runner.get_output_details()),
+    }
+
+
+def tflite_predict(
+    model_path: str | os.PathLike, images: np.ndarray, output: str | None = "logits"
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Runs a TFLite model on a batch of real values; returns real values.
+
+    The input is resized to the batch. A quantised input (int8 / uint8) is
+    fed `round(images / scale + zero_point)` (clipped); quantised outputs come
+    back dequantised, `(q - zero_point) * scale`.
+
+    Args:
+        model_path: A `.tflite` file with one input.
+        images: The batch, as real values (e.g. stored pixels).
+        output: The output to return. Defaults to `"logits"`; `None` returns
+            `{name: array}` of every output.
+
+    Returns:
+        A float32 array (or a dict of them).
+    """
+    interpreter = _interpreter(model_path)
+    if interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner()
+        ((name, details),) = runner.get_input_details().items()
+        raw = runner(**{name: _quantise(np.asarray(images), details)})
+        out_details = runner.get_output_details()
+        results = {k: _dequantise(v, out_details[k]) for k, v in raw.items()}
+    else:  # a model converted without a signature: one input, outputs by index
+        (details,) = interpreter.get_input_details()
+        interpreter.resize_tensor_input(details["index"], np.shape(images))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(details["index"], _quantise(np.asarray(images), details))
+        interpreter.invoke()
+        results = {
+            d["name"]: _dequantise(interpreter.get_tensor(d["index"]), d)
+            for d in interpreter.get_output_details()
+        }
+    if output is None:
+        return results
+    if output not in results and len(results) == 1:
+        return next(iter(results.values()))
+    return results[output]
+
+
+def _figures(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict:
+    predicted = logits.argmax(-1)
+    return {
+        "accuracy": None if labels is None else float(np.mean(predicted == labels)),
+        "agreement": float(np.mean(predicted == reference.argmax(-1))),
+        "max_abs_diff": float(np.abs(logits - reference).max()),
+    }
 
 
 def export_student(
     student: keras.Model,
     directory: str | os.PathLike,
-    check_images: np.ndarray,
-    tflite: tuple[str, ...] = ("float",),
+    test_images: np.ndarray,
+    tflite: Sequence[str] = ("float",),
+    *,
+    test_labels: np.ndarray | None = None,
+    preprocessing: Mapping | None = None,
+    calibration_images: np.ndarray | None = None,
+    calibration_size: int = 300,
+    seed: int = 0,
 ) -> ExportReport:
-    """Exports the student and checks each export against it.
+    """Exports the student with its preprocessing inside and checks every export.
 
-    Writes `directory/saved_model` (a `serve` signature) and, per mode in
-    `tflite`, `directory/student_{mode}.tflite`; reloads every file, runs it
-    on `check_images` and records the largest difference from the student.
+    Writes `directory/saved_model` (see the module docstring for its
+    signature) and, per variant in `tflite`, `directory/student_{variant}.tflite`;
+    reloads each, feeds it `test_images` as stored and compares it with the
+    Keras student fed the preprocessed images.
 
     Args:
-        student: The trained student.
+        student: The trained student (takes preprocessed images, returns
+            logits).
         directory: Output directory (created).
-        check_images: A batch of real inputs; also the int8 representative
-            set.
-        tflite: TFLite modes among `"float"`, `"dynamic"` (dynamic-range
-            quantised) and `"int8"` (weights and activations). Defaults to
-            `("float",)`.
+        test_images: Held-out images *as stored* (their dtype becomes the
+            exports' input dtype), e.g. `bundle.arrays["test"][0]`.
+        tflite: Variants among `"float"`, `"dynamic"` and `"int8"`.
+            Defaults to `("float",)`.
+        test_labels: Their labels, for accuracies. Defaults to `None`.
+        preprocessing: `bundle.preprocessing`: model input =
+            `(stored * scale - mean) / std`. Defaults to `None` (the stored
+            images are model input).
+        calibration_images: Training images as stored; `int8` is calibrated
+            on `calibration_size` of them drawn by `seed`. Required for
+            `int8`; never the test images.
+        calibration_size: Calibration images. Defaults to `300`.
+        seed: Seed of the calibration sample. Defaults to `0`.
 
     Returns:
         An `ExportReport`.
 
     Example:
 
-    >>> report = keras_spkd.export_student(distiller.student, "out", x_test[:64])
-    >>> report.saved_model_max_abs_diff < 1e-5
-    True
+    >>> x_train, _ = bundle.arrays["train"]
+    >>> x_test, y_test = bundle.arrays["test"]
+    >>> report = keras_spkd.export_student(
+    ...     student, "out", x_test, ("float", "dynamic", "int8"), test_labels=y_test,
+    ...     preprocessing=bundle.preprocessing, calibration_images=x_train)
+    >>> report.table()
     """
     unknown = [m for m in tflite if m not in TFLITE_MODES]
     if unknown:
         raise ValueError(f"Unknown TFLite mode(s) {unknown}; expected some of {TFLITE_MODES}.")
+    test_images = np.asarray(test_images)
+    calibration = None
+    if "int8" in tflite:
+        if calibration_images is None:
+            raise ValueError(
+                "The int8 TFLite export needs calibration_images: training images as stored "
+                "(e.g. bundle.arrays['train'][0]), never the test images it is checked on."
+            )
+        calibration_images = np.asarray(calibration_images)
+        if np.shares_memory(calibration_images, test_images) or (
+            calibration_images.shape == test_images.shape
+            and np.array_equal(calibration_images, test_images)
+        ):
+            raise ValueError(
+                "calibration_images are the test images; calibrate on training images."
+            )
+        calibration = calibration_sample(calibration_images, calibration_size, seed)
+    input_dtype = test_images.dtype.name
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model = float32_student(student)
-    expected = keras.ops.convert_to_numpy(model(check_images, training=False))
+    model = deployable_model(student, preprocessing, input_dtype)
+    inner = float32_student(student)
+    preprocessing = _check_preprocessing(preprocessing, test_images.shape[-1])
+    preprocessed = test_images.astype("float32")
+    if preprocessing is not None:  # as DataBundle.preprocess, outside the exported graph
+        mean = np.asarray(preprocessing["mean"], "float32")
+        std = np.asarray(preprocessing["std"], "float32")
+        preprocessed = (preprocessed * np.float32(preprocessing["scale"]) - mean) / std
+    expected = keras.ops.convert_to_numpy(inner.predict(preprocessed, verbose=0))
+    labels = None if test_labels is None else np.asarray(test_labels).ravel()
 
     saved_model = directory / "saved_model"
-    model.export(str(saved_model), format="tf_saved_model", verbose=False)
+    _write_saved_model(model, saved_model, input_dtype)
     reloaded = tf.saved_model.load(str(saved_model))
-    served = reloaded.serve(tf.constant(check_images, tf.float32)).numpy()
+    served = reloaded.signatures["serving_default"](**{INPUT_NAME: tf.constant(test_images)})
+    served_logits = served["logits"].numpy()
+    figures = _figures(served_logits, expected, labels)
     report = ExportReport(
-        str(saved_model), _size(saved_model), float(np.abs(served - expected).max())
+        saved_model=str(saved_model),
+        saved_model_bytes=_size(saved_model),
+        saved_model_max_abs_diff=figures["max_abs_diff"],
+        input_dtype=input_dtype,
+        preprocessing=preprocessing,
+        keras={
+            "accuracy": None if labels is None else float(np.mean(expected.argmax(-1) == labels)),
+            "bytes": int(sum(np.prod(w.shape) for w in inner.weights) * 4),
+            "saved_model_agreement": figures["agreement"],
+        },
+        saved_model_accuracy=figures["accuracy"],
     )
+    if calibration is not None:
+        report.calibration = {
+            "split": "train",
+            "count": len(calibration),
+            "seed": seed,
+            "sha256": fingerprint(calibration),
+        }
     for mode in tflite:
         path = directory / f"student_{mode}.tflite"
-        path.write_bytes(_tflite_bytes(saved_model, mode, check_images))
-        got = tflite_predict(path, check_images)
+        path.write_bytes(_tflite_bytes(model, saved_model, mode, input_dtype, calibration))
+        io = tflite_io(path)
+        got = tflite_predict(path, test_images)
         report.tflite[mode] = {
             "path": str(path),
             "bytes": path.stat().st_size,
-            "max_abs_diff": float(np.abs(got - expected).max()),
-            "argmax_agreement": float(np.mean(got.argmax(-1) == expected.argmax(-1))),
+            **_figures(got, expected, labels),
+            "input_dtype": io["inputs"][INPUT_NAME]["dtype"],
+            "output_dtype": io["outputs"]["logits"]["dtype"],
         }
     return report

@@ -68,7 +68,9 @@ def test_search_completes_every_trial_and_the_best_student_exports(data, tmp_pat
     report = export_student(best.student, tmp_path / "best", x[:8], tflite=())
     loaded = tf.saved_model.load(report.saved_model)
     np.testing.assert_allclose(
-        loaded.serve(tf.constant(x[:8])).numpy(), best.student.predict(x[:8], verbose=0), atol=1e-5
+        loaded.serve(tf.constant(x[:8]))["logits"].numpy(),
+        best.student.predict(x[:8], verbose=0),
+        atol=1e-5,
     )
 
 
