@@ -136,9 +136,60 @@ def digits_cnn(
     return keras.Model(inputs, outputs, name=name or f"digits_cnn_{width}")
 
 
+def fashion_cnn(
+    width: int = 32,
+    input_shape: tuple[int, ...] = (28, 28, 1),
+    num_classes: int = 10,
+    weight_decay: float = 0.0,
+    name: str | None = None,
+) -> keras.Model:
+    """A VGG-style CNN for 28x28 images: three groups named `group1`..`group3`.
+
+    Group g holds two conv3x3-BN-ReLU layers with `width * 2**(g-1)` filters;
+    `group1` is 28x28, `group2` 14x14, `group3` 7x7 (2x2 max pooling between
+    groups); then global average pooling and a dense layer of logits. Each
+    group's name is its last ReLU, the stage end SP taps.
+
+    Args:
+        width: Filters of the first group. Defaults to `32`.
+        input_shape: Defaults to `(28, 28, 1)` (Fashion-MNIST).
+        num_classes: Defaults to `10`.
+        weight_decay: L2 weight decay of the kernels. Defaults to `0.0`.
+        name: Defaults to `"fashion_cnn_{width}"`.
+
+    Returns:
+        A functional `keras.Model` returning logits.
+    """
+    reg = _regularizer(weight_decay)
+    inputs = keras.Input(input_shape, name="images")
+    x = inputs
+    for group in (1, 2, 3):
+        if group > 1:
+            x = layers.MaxPooling2D(name=f"g{group}_pool")(x)
+        for conv in (1, 2):
+            x = layers.Conv2D(
+                width * 2 ** (group - 1),
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_regularizer=reg,
+                name=f"g{group}_conv{conv}",
+            )(x)
+            x = layers.BatchNormalization(name=f"g{group}_bn{conv}")(x)
+            x = layers.ReLU(name=f"group{group}" if conv == 2 else f"g{group}_relu{conv}")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name or f"fashion_cnn_{width}")
+
+
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
 _DIGITS = re.compile(r"^digits-cnn-(\d+)$")
-ARCHITECTURES = ("wrn-D-K (e.g. wrn-16-1, wrn-40-2)", "digits-cnn-W (e.g. digits-cnn-32)")
+_FASHION = re.compile(r"^fashion-cnn-(\d+)$")
+ARCHITECTURES = (
+    "wrn-D-K (e.g. wrn-16-1, wrn-40-2)",
+    "digits-cnn-W (e.g. digits-cnn-32)",
+    "fashion-cnn-W (e.g. fashion-cnn-32)",
+)
 
 
 def build_model(
@@ -166,6 +217,7 @@ def build_model(
                 **{k: v for k, v in kwargs.items() if k == "name"},
             ),
         ),
+        (_FASHION, lambda m: fashion_cnn(int(m[1]), input_shape, num_classes, **kwargs)),
     ]
     for pattern, build in builders:
         match = pattern.match(architecture.lower())
