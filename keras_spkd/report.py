@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from keras_spkd.plots import plot_training_curves
+from keras_spkd.summary import read_summary
 
 PHASE_TITLES = {"alone": "student alone", "sp": "student + SP"}
 
@@ -56,9 +57,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             f"{str(run_dir)!r} is not a keras-spkd run directory (no config.json); pass the "
             "--out directory of `keras-spkd distill`."
         )
-    config = json.loads(config_path.read_text())
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
+    config = summary.get("config") or json.loads(config_path.read_text()).get("config", {})
     histories = {
         PHASE_TITLES[p]: run_dir / p / "history.csv"
         for p in PHASE_TITLES
@@ -78,17 +78,14 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
         )
 
     if summary:
+        accuracy = summary["accuracy"]
         rows = [
-            ["teacher", summary.get("teacher_arch", ""), f"{summary['teacher_test_accuracy']:.2%}"],
+            ["teacher", config.get("teacher_arch", ""), f"{accuracy['teacher']:.2%}"],
+            ["student alone", config.get("student_arch", ""), f"{accuracy['alone']:.2%}"],
             [
-                "student alone",
-                summary.get("student_arch", ""),
-                f"{summary['student_alone_test_accuracy']:.2%}",
-            ],
-            [
-                f"student + SP (gamma={summary.get('gamma')})",
-                summary.get("student_arch", ""),
-                f"{summary['sp_student_test_accuracy']:.2%}",
+                f"student + SP (gamma={summary.get('gamma_label')})",
+                config.get("student_arch", ""),
+                f"{accuracy['sp']:.2%}",
             ],
         ]
         section("Test accuracy", *_table(["model", "architecture", "test accuracy"], rows))

@@ -1,0 +1,27 @@
+"""The one family of errors a user can fix: bad settings, missing data, busy run directories.
+
+The command line prints these in one line (exit code 2); anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SPKDError(Exception):
+    """Base of every error the user can fix by changing the input."""
+
+
+class ConfigError(SPKDError, ValueError):
+    """A setting is out of range, of the wrong type, unknown or inconsistent."""
+
+
+class DataError(SPKDError, ValueError):
+    """Data cannot be had or read as asked (not prepared, not found, not valid)."""
+
+
+class RunDirectoryError(SPKDError):
+    """The run directory is in use, holds another run, or cannot be written."""
+
+
+class NonFiniteLossError(SPKDError, RuntimeError):
+    """Training produced a NaN or infinite loss; nothing was exported."""

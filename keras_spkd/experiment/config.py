@@ -1,0 +1,317 @@
+"""`ExperimentConfig`: every setting of a run, validated once where it enters.
+
+Fields left `None` take the dataset's preset (the paper's recipe for TFDS
+datasets, small CNNs for the digits and Fashion-MNIST). A bad value names
+itself and what is allowed, before any data is loaded or any model trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keras_spkd.errors import ConfigError
+
+SCHEDULES = ("step", "cosine", "constant")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+TFLITE_MODES = ("float", "dynamic", "int8")
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "teacher_arch": "digits-cnn-32",
+        "student_arch": "digits-cnn-8",
+        "pairs": [("group2", "group2")],
+        "batch_size": 64,
+        "lr": 0.05,
+        "schedule": "step",
+        "epochs": 30,
+        "teacher_epochs": 40,
+        "gamma": 100.0,
+        "weight_decay": 0.0,
+    },
+    "fashion_mnist": {
+        "teacher_arch": "fashion-cnn-16",
+        "student_arch": "fashion-cnn-4",
+        "pairs": [("group3", "group3")],
+        "batch_size": 128,
+        "lr": 0.05,
+        "schedule": "cosine",
+        "epochs": 8,
+        "teacher_epochs": 30,
+        "gamma": 3000.0,
+        "weight_decay": 5e-4,
+    },
+    "tfds": {  # the paper's CIFAR recipe, for any TFDS image dataset
+        "teacher_arch": "wrn-16-2",
+        "student_arch": "wrn-16-1",
+        "pairs": [("group3", "group3")],
+        "batch_size": 128,
+        "lr": 0.1,
+        "schedule": "step",
+        "epochs": 200,
+        "teacher_epochs": 200,
+        "gamma": 3000.0,
+        "weight_decay": 5e-4,
+    },
+}
+
+
+def parse_pairs(value: Any, name: str = "pairs") -> list[tuple[str, str]] | str:
+    """`"t:s,t2:s2"`, `[["t", "s"], ...]` or `"auto"` -> pairs (or `"auto"`)."""
+    if isinstance(value, str):
+        if value.strip() == "auto":
+            return "auto"
+        items = [item.strip().partition(":") for item in value.split(",")]
+        if not all(sep and t and s for t, sep, s in items):
+            raise ConfigError(
+                f"{name} expects TEACHER_LAYER:STUDENT_LAYER[,...] or 'auto'; received {value!r}."
+            )
+        return [(t, s) for t, _, s in items]
+    if isinstance(value, (list, tuple)) and value:
+        pairs = []
+        for item in value:
+            if (
+                not isinstance(item, (list, tuple))
+                or len(item) != 2
+                or not all(isinstance(n, str) and n for n in item)
+            ):
+                raise ConfigError(
+                    f"{name} expects (teacher layer, student layer) pairs of names, e.g. "
+                    f'[["group3", "group3"]]; received {value!r}.'
+                )
+            pairs.append((item[0], item[1]))
+        return pairs
+    raise ConfigError(
+        f"{name} expects 'auto', 'T:S[,...]' or a list of [teacher, student] names; "
+        f"received {value!r}."
+    )
+
+
+def _int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer >= {low}; received {value!r}.")
+    if value < low:
+        raise ConfigError(f"{name} must be >= {low}; received {value}.")
+    return value
+
+
+def _float(name: str, value: Any, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number; received {value!r}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite; received {value}.")
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'}; received {value:g}.")
+    return value
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; received {value!r}.")
+    return value
+
+
+@dataclass
+class ExperimentConfig:
+    """The settings of a distillation experiment; validated when built.
+
+    Every command-line flag of `keras-spkd distill`, `compare` and `tune`
+    maps one to one onto a field (`--batch-size` -> `batch_size`). `None`
+    takes the dataset's preset (`PRESETS`).
+
+    Args:
+        dataset: `"digits"` (embedded), `"fashion_mnist"` or a TFDS name.
+        data_dir: Folder of prepared data (TFDS, or the Fashion-MNIST files).
+        download: Allow downloading missing data. Defaults to `False`.
+        batch_size: Mini-batch size b (>= 2 when an SP term is on).
+        seed: Seed of the split, initial weights and data order.
+        lr: Initial SGD learning rate (Nesterov momentum 0.9).
+        schedule: `"step"` (x0.2 at 30/60/80%), `"cosine"` or `"constant"`.
+        weight_decay: L2 weight decay of the kernels.
+        jit: XLA-compile the training step.
+        strategy: `"default"`, `"mirrored"` or `"multi_worker"` (`tf.distribute`).
+        teacher: A trained teacher `.keras` file; `None` trains one (cached).
+        teacher_arch, student_arch: Zoo names (`wrn-16-2`, `fashion-cnn-4`...).
+        teacher_epochs, epochs: Training epochs of the teacher and students.
+        pairs: `[(teacher layer, student layer), ...]`, `"T:S,..."`, or `"auto"`
+            (found by `keras_spkd.suggest_layer_pairs`).
+        gamma: SP weight gamma (>= 0), one float or one per pair.
+        kd_weight, temperature: Hinton KD weight (>= 0) and temperature (> 0).
+        at_weight, at_pairs: Attention-transfer weight and pairs (compare).
+        tflite: TFLite exports of the distilled student.
+
+    Example:
+
+    >>> config = experiment.ExperimentConfig(dataset="digits", gamma=100.0, epochs=30)
+    >>> config.batch_size
+    64
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    batch_size: int | None = None
+    seed: int = 0
+    lr: float | None = None
+    schedule: str | None = None
+    weight_decay: float | None = None
+    jit: bool = False
+    strategy: str = "default"
+    teacher: str | None = None
+    teacher_arch: str | None = None
+    teacher_epochs: int | None = None
+    student_arch: str | None = None
+    pairs: Any = None
+    gamma: Any = None
+    kd_weight: float = 0.0
+    temperature: float = 4.0
+    at_weight: float = 0.0
+    at_pairs: Any = None
+    epochs: int | None = None
+    tflite: tuple[str, ...] = field(default=("float",))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ConfigError(f"dataset must be a non-empty name; received {self.dataset!r}.")
+        preset = PRESETS.get(self.dataset, PRESETS["tfds"])
+        for key, value in preset.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        for name in ("download", "jit"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"{name} must be true or false; received {getattr(self, name)!r}."
+                )
+        for name in ("data_dir", "teacher"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ConfigError(f"{name} must be a path; received {value!r}.")
+            if value is not None:
+                setattr(self, name, os.fspath(value))
+        for name in ("teacher_arch", "student_arch"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a zoo name; received {getattr(self, name)!r}.")
+        self.batch_size = _int("batch_size", self.batch_size, 1)
+        self.seed = _int("seed", self.seed, 0)
+        self.epochs = _int("epochs", self.epochs, 1)
+        self.teacher_epochs = _int("teacher_epochs", self.teacher_epochs, 1)
+        self.lr = _float("lr", self.lr, positive=True)
+        self.weight_decay = _float("weight_decay", self.weight_decay)
+        self.kd_weight = _float("kd_weight", self.kd_weight)
+        self.temperature = _float("temperature", self.temperature, positive=True)
+        self.at_weight = _float("at_weight", self.at_weight)
+        self.schedule = _choice("schedule", self.schedule, SCHEDULES)
+        self.strategy = _choice("strategy", self.strategy, STRATEGIES)
+        self.pairs = parse_pairs(self.pairs)
+        if self.at_pairs is not None:
+            self.at_pairs = parse_pairs(self.at_pairs, "at_pairs")
+        gammas = self.gamma if isinstance(self.gamma, (list, tuple)) else [self.gamma]
+        gammas = [_float("gamma", g) for g in gammas]
+        if isinstance(self.gamma, (list, tuple)):
+            if self.pairs != "auto" and len(gammas) != len(self.pairs):
+                raise ConfigError(
+                    f"gamma lists {len(gammas)} values but there are {len(self.pairs)} "
+                    f"layer pairs {self.pairs}; give one gamma, or one per pair."
+                )
+            self.gamma = gammas
+        else:
+            self.gamma = gammas[0]
+        if isinstance(self.tflite, str):
+            self.tflite = (self.tflite,)
+        if not isinstance(self.tflite, (list, tuple)):
+            raise ConfigError(f"tflite must be a list of {TFLITE_MODES}; received {self.tflite!r}.")
+        self.tflite = tuple(_choice("tflite", mode, TFLITE_MODES) for mode in self.tflite)
+        if self.sp_on and self.batch_size < 2:
+            raise ConfigError(
+                f"batch_size must be >= 2 with SP on (G is b x b; with b = 1 it is always 1 "
+                f"and SP is 0); received {self.batch_size}."
+            )
+
+    @property
+    def sp_on(self) -> bool:
+        gammas = self.gamma if isinstance(self.gamma, list) else [self.gamma]
+        return any(g > 0 for g in gammas)
+
+    @property
+    def gamma_label(self) -> str:
+        return (
+            ",".join(f"{g:g}" for g in self.gamma)
+            if isinstance(self.gamma, list)
+            else f"{self.gamma:g}"
+        )
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """A copy with `changes` applied (and validated)."""
+        return ExperimentConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values (pairs as lists)."""
+        out = dataclasses.asdict(self)
+        for key in ("pairs", "at_pairs"):
+            if isinstance(out[key], list):
+                out[key] = [list(pair) for pair in out[key]]
+        out["tflite"] = list(out["tflite"])
+        return out
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """The config as JSON; written (atomically) to `path` when given."""
+        from keras_spkd.summary import atomic_write_json
+
+        if path is not None:
+            atomic_write_json(path, self.to_dict())
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Any) -> ExperimentConfig:
+        """Builds a config from a dict; unknown keys are refused, naming the closest.
+
+        Raises:
+            ConfigError: Not a dict, unknown keys, or bad values.
+        """
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"A config must be a JSON object of settings; received a {type(values).__name__}."
+            )
+        names = cls.field_names()
+        unknown = [key for key in values if key not in names]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(
+                f"Unknown config key(s): {', '.join(hints)}. Valid keys: {', '.join(names)}."
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> ExperimentConfig:
+        """Reads a config file (e.g. `best_config.json` of a search)."""
+        try:
+            values = json.loads(Path(path).read_text())
+        except OSError as error:
+            raise ConfigError(
+                f"Cannot read config file {str(path)!r}: {error.strerror}."
+            ) from error
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"Config file {str(path)!r} is not valid JSON: {error}.") from error
+        return cls.from_dict(values)
+
+
+def differences(saved: dict, given: dict) -> list[str]:
+    """`"key: saved X, given Y"` for each setting that differs."""
+    return [
+        f"{key}: saved {saved.get(key)!r}, given {given.get(key)!r}"
+        for key in sorted(set(saved) | set(given))
+        if saved.get(key) != given.get(key)
+    ]

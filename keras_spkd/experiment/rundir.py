@@ -1,0 +1,147 @@
+"""Run directories: one writer at a time, atomic files, resume only with the same settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import filelock
+
+from keras_spkd.errors import RunDirectoryError
+from keras_spkd.experiment.config import ExperimentConfig, differences
+from keras_spkd.summary import atomic_write_json
+
+LOCK_NAME = ".keras-spkd.lock"
+
+
+def check_out_path(out: str | os.PathLike) -> Path:
+    """`out` as a directory that can be created and written, or a clear error."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise RunDirectoryError(f"--out {str(path)!r} is a file; a run needs a directory.")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunDirectoryError(
+                    f"--out {str(path)!r} lies under {str(parent)!r}, which is a file."
+                )
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunDirectoryError(
+            f"Cannot create the run directory {str(path)!r}: {error.strerror}."
+        ) from error
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RunDirectoryError(f"The run directory {str(path)!r} is not writable.")
+    return path
+
+
+class RunDirectory:
+    """A locked run directory: the only writer for as long as it is open.
+
+    Use as a context manager. A second process opening the same directory
+    fails at once with `RunDirectoryError`. `config.json` records the run's
+    settings; reopening a directory that holds a run needs `resume=True` and
+    the same settings (the differences are listed otherwise).
+
+    Args:
+        out: The directory (created).
+        config: The run's settings.
+        resume: Continue the run the directory holds. Defaults to `False`.
+        kind: What the directory holds (`"distill"`, `"compare"`, `"search"`).
+        extra: Further settings that must also match on resume (methods, seeds...).
+        overwrite: Delete what the directory holds (once it is locked) and start
+            afresh. Defaults to `False`.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        config: ExperimentConfig,
+        resume: bool = False,
+        kind: str = "distill",
+        extra: dict | None = None,
+        overwrite: bool = False,
+    ):
+        self.path = check_out_path(out)
+        self.config = config
+        self.resume = resume
+        self.kind = kind
+        self.extra = extra or {}
+        self.overwrite = overwrite
+        self._lock = filelock.FileLock(str(self.path / LOCK_NAME))
+
+    def __enter__(self) -> RunDirectory:
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout as error:
+            raise RunDirectoryError(
+                f"Run directory {str(self.path)!r} is in use by another keras-spkd run; "
+                "wait for it to finish or choose another --out."
+            ) from error
+        try:
+            if self.overwrite:
+                import shutil
+
+                for path in self.path.iterdir():
+                    if path.name != LOCK_NAME:
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+            self._check_settings()
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+    def _recorded(self) -> dict:
+        return {"kind": self.kind, **self.extra, "config": self.config.to_dict()}
+
+    def _check_settings(self) -> None:
+        record = self.path / "config.json"
+        if record.exists():
+            if not self.resume:
+                raise RunDirectoryError(
+                    f"Run directory {str(self.path)!r} already holds a run; pass resume "
+                    "(--resume) to continue it, or choose another --out."
+                )
+            try:
+                saved = json.loads(record.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise RunDirectoryError(f"{record} is not valid JSON ({error}).") from error
+            given = self._recorded()
+            flat_saved = {
+                **{k: v for k, v in saved.items() if k != "config"},
+                **saved.get("config", {}),
+            }
+            flat_given = {**{k: v for k, v in given.items() if k != "config"}, **given["config"]}
+            changed = differences(flat_saved, flat_given)
+            if changed:
+                raise RunDirectoryError(
+                    f"Cannot resume {str(self.path)!r} with other settings: "
+                    + "; ".join(changed)
+                    + ". Resume with the saved settings, or choose another --out."
+                )
+        elif any(
+            p.name != LOCK_NAME and not p.name.startswith("worker") for p in self.path.iterdir()
+        ):
+            raise RunDirectoryError(
+                f"{str(self.path)!r} is not empty and holds no keras-spkd run; choose an empty "
+                "or new --out."
+            )
+        else:
+            atomic_write_json(record, self._recorded())
+
+    @staticmethod
+    def saved_config(out: str | os.PathLike) -> dict | None:
+        """The config a directory's run was started with, or `None`."""
+        record = Path(out) / "config.json"
+        if not record.is_file():
+            return None
+        try:
+            return json.loads(record.read_text()).get("config")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+            raise RunDirectoryError(f"{record} is not valid JSON ({error}).") from error

@@ -1,0 +1,213 @@
+"""`run_search`: a Keras Tuner search of gamma (and layer pair, KD weight) on the validation split.
+
+The test split is never seen by the search. Every trial distils from one
+shared teacher, from one fixed student initialisation and the same data
+order. Rerunning the same search in the same directory resumes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from keras_spkd.errors import ConfigError
+from keras_spkd.experiment.config import ExperimentConfig, parse_pairs
+from keras_spkd.experiment.rundir import RunDirectory, check_out_path
+from keras_spkd.experiment.session import load_data, resolve_pairs, strategy_for
+from keras_spkd.experiment.teacher import get_teacher
+from keras_spkd.experiment.training import build, optimizer, verbosity
+from keras_spkd.summary import atomic_write_json, write_summary
+
+logger = logging.getLogger("keras_spkd")
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+@dataclass
+class SearchResult:
+    """What `run_search` found.
+
+    Attributes:
+        trials: One row per trial (id, status, gamma, pair, KD weight, objective).
+        best: The best trial's hyper-parameters.
+        best_config: An `ExperimentConfig` with them (also `out/best_config.json`).
+        out: The search directory.
+    """
+
+    trials: list[dict]
+    best: dict
+    best_config: ExperimentConfig
+    out: str
+
+
+def _check_number(name, value, positive=True) -> float:
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number; received {value!r}.")
+    if value <= 0 if positive else value < 0:
+        raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'}; received {value!r}.")
+    return float(value)
+
+
+def _candidates(config, candidates, teacher, data):
+    """Concrete, checked config pairs and pair candidates (`"auto"`: every stage found)."""
+    if candidates == "auto":
+        from keras_spkd.pairs import suggest_layer_pairs
+
+        student = build(config.student_arch, data, config, "student")
+        try:
+            candidates = suggest_layer_pairs(teacher, student, stages="all")
+        except ValueError as error:
+            raise ConfigError(f"pair_candidates 'auto': {error}") from error
+    config = resolve_pairs(config, teacher, data)
+    for pair in candidates or []:
+        resolve_pairs(config.replace(pairs=[list(pair)], gamma=1.0), teacher, data)
+    return config, [tuple(p) for p in (candidates or config.pairs)]
+
+
+def run_search(
+    config: ExperimentConfig,
+    tuner: str = "bayesian",
+    max_trials: int = 10,
+    out: str = "runs/tune",
+    gamma_range: tuple[float, float] = (10.0, 1e4),
+    pair_candidates=None,
+    kd_weights=None,
+    objective: str = "val_accuracy",
+    executions_per_trial: int = 1,
+    overwrite: bool = False,
+) -> SearchResult:
+    """Searches gamma (log-uniform), and optionally the layer pair and KD weight.
+
+    Args:
+        config: The experiment settings; `config.epochs` is the epochs per
+            trial (Hyperband: the largest budget).
+        tuner: `"random"`, `"bayesian"` or `"hyperband"`. Defaults to `"bayesian"`.
+        max_trials: Trials (>= 1). Defaults to `10`.
+        out: Search directory (resumed when it holds this search). Defaults
+            to `"runs/tune"`.
+        gamma_range: `(low, high)`, 0 < low <= high. Defaults to `(10, 1e4)`.
+        pair_candidates: Pairs to choose among (`"T:S,T:S"`, a list, or
+            `"auto"`: every stage `suggest_layer_pairs` finds). Defaults to
+            `config.pairs`.
+        kd_weights: KD weights to choose among. Defaults to none (no KD).
+        objective: A logged metric; losses are minimised. Defaults to
+            `"val_accuracy"`.
+        executions_per_trial: Fits per trial, averaged. Defaults to `1`.
+        overwrite: Start afresh instead of resuming. Defaults to `False`.
+
+    Returns:
+        A `SearchResult`.
+    """
+    import keras
+
+    from keras_spkd.tuning import (
+        SPHyperModel,
+        check_gamma_range,
+        check_trials_completed,
+        make_tuner,
+        objective_for,
+        trial_table,
+        trial_tensorboard,
+    )
+
+    if tuner not in TUNERS:
+        raise ConfigError(f"tuner must be one of {', '.join(TUNERS)}; received {tuner!r}.")
+    for name, value in (("max_trials", max_trials), ("executions_per_trial", executions_per_trial)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1; received {value!r}.")
+    try:
+        gamma_range = check_gamma_range(tuple(gamma_range))
+        objective_for(objective)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error)) from error
+    kd_weights = [_check_number("kd_weights", w, positive=False) for w in (kd_weights or [])]
+    candidates = parse_pairs(pair_candidates, "pair_candidates") if pair_candidates else None
+    strategy = strategy_for(config)
+    extra = {
+        "tuner": tuner,
+        "max_trials": max_trials,
+        "gamma_range": list(gamma_range),
+        "pair_candidates": candidates
+        if candidates in (None, "auto")
+        else [list(p) for p in candidates],
+        "kd_weights": kd_weights,
+        "objective": objective,
+        "executions_per_trial": executions_per_trial,
+    }
+    data = load_data(config)
+    check_out_path(out)
+    if config.teacher:
+        _candidates(config, candidates, get_teacher(config, data)[0], data)
+    else:  # layer names checked on the architecture before a teacher is trained
+        keras.utils.set_random_seed(config.seed)
+        _candidates(config, candidates, build(config.teacher_arch, data, config, "t"), data)
+    with RunDirectory(
+        out, config, resume=True, kind="search", extra=extra, overwrite=overwrite
+    ) as run_dir:
+        out = run_dir.path
+        with strategy.scope():
+            teacher, teacher_meta = get_teacher(config, data)
+        config, candidates = _candidates(config, candidates, teacher, data)
+        keras.utils.set_random_seed(config.seed)
+        hypermodel = SPHyperModel(
+            teacher,
+            lambda: build(config.student_arch, data, config, "student"),
+            candidates,
+            gamma_range,
+            kd_weights=kd_weights or None,
+            optimizer=lambda: optimizer(config, data.steps_per_epoch, config.epochs),
+            train_data=lambda: data.epochs(0),
+        )
+        search = make_tuner(
+            tuner,
+            hypermodel,
+            objective,
+            max_trials,
+            str(out),
+            "search",
+            overwrite=overwrite,
+            max_epochs=config.epochs,
+            seed=config.seed,
+            executions_per_trial=executions_per_trial,
+            distribution_strategy=strategy if config.strategy != "default" else None,
+        )
+        search.search(
+            validation_data=data.val,
+            epochs=config.epochs,
+            steps_per_epoch=data.steps_per_epoch,
+            callbacks=[trial_tensorboard(str(out / "tensorboard"))],
+            verbose=verbosity(),
+        )
+        if "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "chief"):
+            return SearchResult(trial_table(search), {}, config, str(out))
+        check_trials_completed(search)
+        rows = trial_table(search)
+        best = search.get_best_hyperparameters(1)[0].values
+        pair = best.get("pair")
+        best_pairs = [pair.split(":")] if pair else [list(candidates[0])]
+        best_config = config.replace(
+            gamma=float(best["gamma"]),
+            pairs=best_pairs,
+            kd_weight=float(best.get("kd_weight", config.kd_weight)),
+        )
+        best_config.to_json(out / "best_config.json")
+        atomic_write_json(out / "trials.json", rows)
+        write_summary(
+            out,
+            "search",
+            config=config.to_dict(),
+            accuracy={},
+            trials=rows,
+            best=best,
+            best_config=best_config.to_dict(),
+            teacher=teacher_meta,
+        )
+    return SearchResult(rows, best, best_config, str(out))
+
+
+def read_best_config(out: str | os.PathLike) -> ExperimentConfig:
+    """The best config a finished search wrote."""
+    return ExperimentConfig.from_json(Path(out) / "best_config.json")

@@ -1,0 +1,180 @@
+"""The teacher cache: trained teachers reused across runs, verified on every load.
+
+Each entry is `NAME.keras` with `NAME.json` beside it: dataset, architecture,
+epochs, seed, the training recipe, test accuracy, the file's sha256 and the
+keras-spkd version that trained it. An entry whose file or metadata does not
+match is set aside (renamed `*.rejected-N`) with one warning and retrained.
+A lock per entry keeps two processes from training the same teacher; an
+interrupted training resumes from its backup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import filelock
+import keras
+
+from keras_spkd.data import DataBundle
+from keras_spkd.errors import ConfigError, DataError
+from keras_spkd.experiment.config import ExperimentConfig
+from keras_spkd.experiment.training import accuracy, build, run_phase, save_model, trainable
+from keras_spkd.summary import atomic_write_json
+
+logger = logging.getLogger("keras_spkd")
+
+
+def cache_dir() -> Path:
+    """`$KERAS_SPKD_CACHE`, or `~/.cache/keras-spkd`."""
+    return Path(os.environ.get("KERAS_SPKD_CACHE", Path.home() / ".cache" / "keras-spkd"))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_keras_file(path: str | os.PathLike, what: str = "Model file") -> keras.Model:
+    """`keras.saving.load_model` with clear errors for missing and invalid files."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} {str(path)!r} does not exist.")
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{what} {str(path)!r} exists but is not a valid .keras archive (truncated, or "
+            "another format); save models with `model.save('name.keras')`."
+        )
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
+        raise DataError(f"{what} {str(path)!r} could not be loaded: {error}") from error
+
+
+def recipe(config: ExperimentConfig) -> dict:
+    """What a cached teacher depends on; all of it must match to reuse one."""
+    return {
+        "dataset": config.dataset,
+        "architecture": config.teacher_arch,
+        "epochs": config.teacher_epochs,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "schedule": config.schedule,
+        "weight_decay": config.weight_decay,
+    }
+
+
+def entry_name(config: ExperimentConfig) -> str:
+    key = hashlib.sha256(json.dumps(recipe(config), sort_keys=True).encode()).hexdigest()[:10]
+    return f"{config.dataset}-{config.teacher_arch}-e{config.teacher_epochs}-s{config.seed}-{key}"
+
+
+class TeacherCache:
+    """Trained teachers keyed by their recipe, in `root` (default `cache_dir()/teachers`)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else cache_dir() / "teachers"
+
+    def paths(self, config: ExperimentConfig) -> tuple[Path, Path]:
+        name = entry_name(config)
+        return self.root / f"{name}.keras", self.root / f"{name}.json"
+
+    def _problem(self, config: ExperimentConfig) -> str | None:
+        model_path, meta_path = self.paths(config)
+        if not meta_path.is_file():
+            return "it has no metadata file"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (ValueError, OSError) as error:
+            return f"its metadata is not valid JSON ({error})"
+        if not isinstance(meta, dict) or meta.get("recipe") != recipe(config):
+            return "its metadata records another recipe"
+        if meta.get("sha256") != sha256(model_path):
+            return "the file's sha256 differs from the one recorded (replaced or corrupted)"
+        if not zipfile.is_zipfile(model_path):
+            return "it is not a valid .keras archive"
+        return None
+
+    def _set_aside(self, config: ExperimentConfig, why: str) -> None:
+        for path in self.paths(config):
+            if path.exists():
+                index = 0
+                while path.with_name(f"{path.name}.rejected-{index}").exists():
+                    index += 1
+                path.rename(path.with_name(f"{path.name}.rejected-{index}"))
+        logger.warning("The cached teacher %s was set aside (%s); retraining it", path.stem, why)
+
+    def metadata(self, config: ExperimentConfig) -> dict:
+        return json.loads(self.paths(config)[1].read_text())
+
+    def store(self, config: ExperimentConfig, teacher: keras.Model, test_accuracy: float, **facts):
+        """Saves `teacher` with its metadata (atomically; the metadata last)."""
+        from keras_spkd import __version__
+
+        model_path, meta_path = self.paths(config)
+        self.root.mkdir(parents=True, exist_ok=True)
+        save_model(teacher, model_path)
+        atomic_write_json(
+            meta_path,
+            {
+                "recipe": recipe(config),
+                "test_accuracy": test_accuracy,
+                "sha256": sha256(model_path),
+                "keras_spkd_version": __version__,
+                **facts,
+            },
+        )
+
+    def get(self, config: ExperimentConfig, data: DataBundle) -> tuple[keras.Model, dict]:
+        """The cached teacher for `config`, trained (resumably) when missing or bad."""
+        model_path, _ = self.paths(config)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(model_path) + ".lock"):  # one trainer per entry
+            if model_path.exists():
+                problem = self._problem(config)
+                if problem is None:
+                    try:
+                        teacher = keras.saving.load_model(model_path, compile=False)
+                    except (ValueError, OSError, KeyError) as error:
+                        problem = f"it could not be loaded ({error})"
+                    else:
+                        logger.info("Reusing the cached teacher %s", model_path)
+                        return teacher, self.metadata(config)
+                self._set_aside(config, problem)
+            teacher, facts = train_teacher(config, data, model_path.with_suffix(".training"))
+            test_accuracy = accuracy(teacher, data.test)
+            self.store(config, teacher, test_accuracy, **facts)
+            return teacher, self.metadata(config)
+
+
+def train_teacher(config: ExperimentConfig, data: DataBundle, work_dir: Path):
+    """Trains the config's teacher; `work_dir` holds its backup until it is done."""
+    import shutil
+
+    # Reseed: the teacher must not depend on what the process built before.
+    keras.utils.set_random_seed(config.seed)
+    teacher = build(config.teacher_arch, data, config, "teacher")
+    logger.info("Training the teacher %s for %d epochs", config.teacher_arch, config.teacher_epochs)
+    facts = run_phase(work_dir, trainable(teacher), data, config, config.teacher_epochs, "teacher")
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return teacher, facts
+
+
+def get_teacher(config: ExperimentConfig, data: DataBundle) -> tuple[keras.Model, dict]:
+    """The config's teacher: its `teacher` file, or the cached (or newly trained) one."""
+    if config.teacher:
+        teacher = load_keras_file(config.teacher, "Teacher file")
+        if not isinstance(teacher, keras.Model) or not teacher.outputs:
+            raise ConfigError(f"Teacher file {config.teacher!r} holds no functional model.")
+        return teacher, {"path": config.teacher}
+    cache = TeacherCache()
+    teacher, meta = cache.get(config, data)
+    return teacher, {**meta, "path": str(cache.paths(config)[0])}

@@ -1,0 +1,215 @@
+"""Training one phase so that a kill at any moment can be resumed exactly.
+
+A phase (the teacher, the student alone, the student with SP, one compare
+run) lives in its own folder: `backup/` (Keras's `BackupAndRestore`),
+`history.csv`, and, once done, `result.json`. Epoch e's data order and
+augmentation depend on `(seed, e)` only (`DataBundle.epochs`), so a run
+restored at epoch e is fed what an uninterrupted run was fed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_spkd import _compat
+from keras_spkd.data import DataBundle
+from keras_spkd.errors import ConfigError, NonFiniteLossError
+from keras_spkd.experiment.config import ExperimentConfig
+from keras_spkd.models import build_model
+from keras_spkd.summary import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger("keras_spkd")
+
+
+def build(arch: str, data: DataBundle, config: ExperimentConfig, name: str, input_shape=None):
+    """A zoo model for `data` (input shape and classes) with the config's weight decay."""
+    try:
+        return build_model(
+            arch,
+            tuple(input_shape or data.input_shape),
+            data.num_classes,
+            weight_decay=config.weight_decay,
+            name=name,
+        )
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from error
+
+
+def optimizer(config: ExperimentConfig, steps_per_epoch: int, epochs: int):
+    """SGD with Nesterov momentum 0.9 and the config's learning-rate schedule."""
+    total = max(1, steps_per_epoch * epochs)
+    if config.schedule == "step":  # x0.2 at 30%, 60%, 80% (60/120/160 of 200 epochs)
+        bounds = [int(total * f) for f in (0.3, 0.6, 0.8)]
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
+            bounds, [config.lr * 0.2**i for i in range(4)]
+        )
+    elif config.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(config.lr, total)
+    else:
+        lr = config.lr
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def compile_model(model, config: ExperimentConfig, steps_per_epoch: int, epochs: int) -> None:
+    model.compile(
+        optimizer=optimizer(config, steps_per_epoch, epochs),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=config.jit,
+    )
+
+
+def trainable(model):
+    """The model itself, or under multi-worker a wrapper whose `fit()` works there."""
+    import tensorflow as tf
+
+    from keras_spkd.distiller import FitUnderStrategy
+
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return FitUnderStrategy(model)
+    return model
+
+
+def accuracy(model, dataset) -> float:
+    """Test accuracy of a logits model on a batched dataset."""
+    model = trainable(model)
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    logs = model.evaluate(dataset, verbose=0, return_dict=True)
+    return float(np.ravel(logs["accuracy"])[0])
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """sha256 (16 hex digits) of the weights' bytes: any change, even a permutation, shows."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def verbosity() -> int:
+    return 1 if sys.stdout.isatty() else 2
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training at the first NaN or infinite loss and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.bad: tuple[int, str, float] | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def _check(self, logs):
+        for key, value in (logs or {}).items():
+            if "loss" in key:
+                value = float(np.ravel(value)[0])
+                if not math.isfinite(value):
+                    self.bad = (self.epoch, key, value)
+                    self.model.stop_training = True
+                    return
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs)
+
+
+def _trim_history(csv_path: Path, done: int) -> None:
+    """Keeps the CSV rows of the epochs the backup holds (none lost, none twice)."""
+    if not csv_path.exists():
+        return
+    with csv_path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) < done]
+    out = io.StringIO()
+    if len(kept) > 1:
+        csv.writer(out).writerows(kept)
+    atomic_write_text(csv_path, out.getvalue())
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Saves a `.keras` file atomically (a kill leaves the old file or none)."""
+    tmp = path.with_name(f".{path.stem}.partial.keras")
+    model.save(tmp)
+    tmp.replace(path)
+
+
+def run_phase(
+    phase_dir: Path,
+    model,
+    data: DataBundle,
+    config: ExperimentConfig,
+    epochs: int,
+    phase: str,
+    extra_callbacks: list | None = None,
+    view=None,
+) -> dict:
+    """Fits `model` (compiled here) for `epochs`, resumably; returns the fit's facts.
+
+    `result.json` in `phase_dir` marks the phase done; a later call returns it
+    without training.
+
+    Raises:
+        NonFiniteLossError: A loss became NaN or infinite.
+    """
+    result_path = phase_dir / "result.json"
+    if result_path.exists():
+        logger.info("Phase %r already finished; reusing its result", phase)
+        return json.loads(result_path.read_text())
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, backup_dir = phase_dir / "history.csv", phase_dir / "backup"
+    start = _compat.settle_backup(backup_dir)
+    _trim_history(csv_path, start)
+    compile_model(model, config, data.steps_per_epoch, epochs)
+    guard = StopOnNonFinite()
+    callbacks = [  # CSV row first, then the backup: a kill between them repeats no row
+        guard,
+        keras.callbacks.CSVLogger(str(csv_path), append=True),
+        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
+        *(extra_callbacks or []),
+    ]
+    if start:
+        logger.info("Resuming phase %r at epoch %d of %d", phase, start + 1, epochs)
+    began = time.perf_counter()
+    train, val = data.epochs(start), data.val
+    if view is not None:  # e.g. the privileged setting's {"teacher", "student"} inputs
+        train, val = train.map(view), val.map(view)
+    model.fit(
+        train,
+        steps_per_epoch=data.steps_per_epoch,
+        validation_data=val,
+        epochs=epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the order is DataBundle's, keyed on (seed, epoch)
+        verbose=verbosity(),
+    )
+    if guard.bad is not None:
+        epoch, key, value = guard.bad
+        raise NonFiniteLossError(
+            f"Training stopped in phase {phase!r}, epoch {epoch + 1}: {key} became {value}. "
+            "Lower the learning rate or the loss weights (gamma, kd_weight, at_weight); "
+            "nothing was exported."
+        )
+    return {"fit_seconds": round(time.perf_counter() - began, 1), "epochs": epochs}
+
+
+def finish_phase(phase_dir: Path, result: dict) -> dict:
+    atomic_write_json(phase_dir / "result.json", result)
+    return result
