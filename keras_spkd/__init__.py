@@ -7,6 +7,7 @@ ICCV 2019, arXiv:1907.09682.
 from keras_spkd.callbacks import SimilarityMonitor
 from keras_spkd.distiller import FitUnderStrategy, SPDistiller
 from keras_spkd.distribute import check_global_batch, make_strategy
+from keras_spkd.export import export_student
 from keras_spkd.features import build_feature_extractor, layer_paths
 from keras_spkd.losses import (
     SimilarityPreservingDistillation,
@@ -35,6 +36,7 @@ __all__ = [
     "SimilarityPreservingLoss",
     "build_feature_extractor",
     "check_global_batch",
+    "export_student",
     "describe_layers",
     "knowledge_distillation_loss",
     "layer_paths",
