@@ -241,10 +241,47 @@ def run_step_benchmark(
     }
 
 
+# The project's own PyTorch peer (the same WideResNet and SP loss), in the source tree.
+TORCH_PEER = Path(__file__).resolve().parents[1] / "benchmarks" / "torch_peer.py"
+
+
+def find_torch_peer(script: str | Path | None = None) -> Path:
+    """The peer script to run: `script`, or `benchmarks/torch_peer.py` of this checkout.
+
+    Raises:
+        FileNotFoundError: The script is not there (`benchmarks/` ships with the
+            source, not with the wheel: pass the path of a checkout's copy).
+    """
+    path = Path(script) if script is not None else TORCH_PEER
+    if not path.is_file():
+        raise FileNotFoundError(
+            2,
+            "no PyTorch peer script (benchmarks/torch_peer.py ships with the source "
+            "checkout, not the installed package; pass its path)",
+            str(path),
+        )
+    return path
+
+
 def run_torch_peer(
-    script: str | Path, batch_size: int, steps: int, teacher: str, student: str
+    script: str | Path | None,
+    batch_size: int,
+    steps: int,
+    teacher: str,
+    student: str,
+    image_size: int = 32,
 ) -> dict:
-    """Runs `../shared/bench/torch_peer.py` in each mode; returns img/s per mode."""
+    """Runs the PyTorch peer in each mode; returns ms/step and img/s per mode.
+
+    Args:
+        script: The peer script. `None`: `benchmarks/torch_peer.py` (`TORCH_PEER`).
+        batch_size: b.
+        steps: Steps per timed epoch.
+        teacher: `"DEPTH,WIDTH"` of the teacher WideResNet, e.g. `"16,2"`.
+        student: `"DEPTH,WIDTH"` of the student.
+        image_size: Square input side. Defaults to `32`.
+    """
+    script = find_torch_peer(script)
     results = {}
     for mode in ("student", "teacher", "distill"):
         out = subprocess.run(
@@ -261,6 +298,7 @@ def run_torch_peer(
                 teacher,
                 "--student",
                 student,
+                *(["--image-size", str(image_size)] if image_size != 32 else []),
             ],
             capture_output=True,
             text=True,

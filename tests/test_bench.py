@@ -1,12 +1,19 @@
 """The benchmark measures what it says (tiny models; no timing is asserted)."""
 
+import importlib.util
 import json
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+import keras_spkd
 from keras_spkd import bench
 from keras_spkd.cli import main
+from keras_spkd.models import wide_resnet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +131,63 @@ def test_torch_peer_output_is_parsed_and_reported(tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_the_default_peer_is_the_projects_own_script(tmp_path):
+    assert bench.TORCH_PEER == ROOT / "benchmarks" / "torch_peer.py"
+    assert bench.find_torch_peer() == bench.TORCH_PEER and bench.TORCH_PEER.is_file()
+    with pytest.raises(FileNotFoundError, match="ships with the source checkout"):
+        bench.find_torch_peer(tmp_path / "missing.py")
+    with pytest.raises(FileNotFoundError):
+        bench.run_torch_peer(tmp_path / "missing.py", 4, 1, "16,2", "16,1")
+
+
+@pytest.fixture(scope="module")
+def torch_peer():
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("torch_peer", bench.TORCH_PEER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("shapes", [((6, 4, 4, 8), (6, 2, 2, 16)), ((5, 7), (5, 3, 3, 2))])
+def test_torch_peer_sp_loss_is_keras_spkds(torch_peer, shapes):
+    import torch
+
+    rng = np.random.default_rng(0)
+    t, s = (rng.standard_normal(shape).astype("float32") for shape in shapes)
+    ours = float(keras_spkd.similarity_preserving_loss(t, s))
+    theirs = float(torch_peer.sp_loss(torch.from_numpy(t), torch.from_numpy(s)))
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5)
+    zeros = torch.zeros(shapes[1])  # a dead layer: finite, as in keras_spkd
+    assert float(torch_peer.sp_loss(torch.from_numpy(t), zeros)) == pytest.approx(
+        float(keras_spkd.similarity_preserving_loss(t, np.zeros(shapes[1], "float32"))),
+        rel=1e-5,
+    )
+
+
+@pytest.mark.parametrize("depth, width", [(16, 1), (16, 2), (22, 1)])
+def test_torch_peer_builds_keras_spkds_wide_resnet(torch_peer, depth, width):
+    import torch
+
+    keras_model = wide_resnet(depth, width, input_shape=(16, 16, 3))
+    torch_model = torch_peer.WideResNet(depth, width)
+    keras_trainable = sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)
+    torch_trainable = sum(p.numel() for p in torch_model.parameters())
+    assert torch_trainable == keras_trainable
+    keras_buffers = sum(int(np.prod(w.shape)) for w in keras_model.non_trainable_weights)
+    torch_buffers = sum(b.numel() for name, b in torch_model.named_buffers() if "running" in name)
+    assert torch_buffers == keras_buffers  # BN moving mean and variance
+    group3, logits = torch_model(torch.zeros(2, 3, 16, 16))
+    keras_group3 = keras_model.get_layer("group3").output.shape  # (None, h, w, c)
+    assert tuple(group3.shape) == (2, keras_group3[3], keras_group3[1], keras_group3[2])
+    assert tuple(logits.shape) == (2, 10)
+
+
+def test_torch_peer_prints_the_line_bench_reads(torch_peer):
+    peer = bench.run_torch_peer(None, 4, 2, "10,1", "10,1", image_size=8)
+    assert set(peer) == {"student", "teacher", "distill"}
+    for figures in peer.values():
+        assert figures["ms_per_step"] > 0
+        assert figures["images_per_s"] == pytest.approx(4000 / figures["ms_per_step"], rel=0.1)
