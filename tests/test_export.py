@@ -298,3 +298,20 @@ def test_bad_settings_are_rejected(digits, tmp_path):
         export_student(
             student, tmp_path, x_test, preprocessing={"scale": 1, "mean": [0], "std": [0]}
         )
+
+
+def test_per_channel_normalisation_of_colour_images(tmp_path):
+    keras.utils.set_random_seed(1)
+    student = digits_cnn(4, input_shape=(8, 8, 3))
+    images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+    preprocessing = {"scale": 1 / 255, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
+    report = export_student(student, tmp_path, images, (), preprocessing=preprocessing)
+    model_input = (images / 255 - np.array(preprocessing["mean"])) / np.array(preprocessing["std"])
+    expected = student.predict(model_input.astype("float32"), verbose=0)
+    loaded = tf.saved_model.load(report.saved_model)
+    np.testing.assert_allclose(loaded.serve(tf.constant(images))["logits"], expected, atol=1e-4)
+    assert report.input_dtype == "uint8" and report.preprocessing == preprocessing
+    with pytest.raises(ValueError, match="1 or 3 values"):
+        export_student(
+            student, tmp_path, images, (), preprocessing={**preprocessing, "std": [1, 2]}
+        )
