@@ -40,7 +40,22 @@ def graph_inputs(model: keras.Model, role: str = "model") -> list:
 
 
 def layer_paths(model: keras.Model) -> list[str]:
-    """Lists every tappable layer name, nested layers as `"outer/inner"`."""
+    """Lists every tappable layer name, nested layers as `"outer/inner"`.
+
+    Args:
+        model: A `keras.Model`; nested functional or Sequential models are
+            listed by their own name and, inside, by path.
+
+    Returns:
+        Layer names in the model's order, input layers left out.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 1))
+    >>> outer = keras.Model(inputs, keras.layers.Dense(3, name="head")(teacher(inputs)))
+    >>> keras_spkd.layer_paths(outer)
+    ['t', 't/t_conv1', 't/t_group3', 't/t_pool', 't/t_logits', 'head']
+    """
     paths = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
@@ -87,8 +102,10 @@ def build_feature_extractor(
 
     Example:
 
-    >>> extractor = keras_spkd.build_feature_extractor(model, ["group3"])
-    >>> group3, logits = extractor(images)
+    >>> extractor = keras_spkd.build_feature_extractor(teacher, ["t_group3"])
+    >>> group3, logits = extractor(x)   # one forward pass
+    >>> tuple(group3.shape), tuple(logits.shape)
+    ((32, 4, 4, 16), (32, 10))
     """
     inputs = graph_inputs(model, role)
     names = list(layer_names)
@@ -104,15 +121,22 @@ def build_feature_extractor(
         head, _, rest = name.partition("/")
         if rest:
             nested.setdefault(head, []).append(rest)
-    predictions = list(model.outputs) if include_predictions else []
-    if not nested:
+    # A nested model's `.output` lives in its own graph, not the outer one:
+    # tapping it by its own name needs the rerouted graph too (keras #16123).
+    tapped_models = [name for name in names if isinstance(top.get(name), keras.Model)]
+    if not nested and not tapped_models:
+        predictions = list(model.outputs) if include_predictions else []
         features = [top[name].output for name in names]
         return keras.Model(_single(inputs), [*features, *predictions])
     return _rerouted_extractor(model, names, nested, include_predictions, role)
 
 
 def _rerouted_extractor(model, names, nested, include_predictions, role):
-    """Re-runs `model`'s graph, sending nested models through extractors."""
+    """Re-runs `model`'s graph, sending nested models through extractors.
+
+    Every layer's output in the outer graph is captured by name, so a nested
+    model is tapped by its own name as well as by `"name/inner"` paths.
+    """
     inner = {
         head: build_feature_extractor(model.get_layer(head), paths, True, role)
         for head, paths in nested.items()

@@ -84,3 +84,34 @@ def test_subclassed_model_and_unknown_layer_are_rejected():
         keras_spkd.build_feature_extractor(outer, ["backbone/nope"])
     with pytest.raises(TypeError, match="keras.Model"):
         keras_spkd.build_feature_extractor("not a model", ["x"])
+
+
+def _wrapped(name, sequential=False):
+    """The issue's model: a backbone (functional or Sequential) inside an outer model."""
+    inputs = keras.Input((8, 8, 1))
+    if sequential:
+        backbone = keras.Sequential(
+            [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="c")], name=name
+        )
+    else:
+        inner = keras.Input((8, 8, 1))
+        backbone = keras.Model(inner, keras.layers.Conv2D(4, 3, name="c")(inner), name=name)
+    h = keras.layers.Rescaling(0.5, name="half")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(backbone(h))
+    return keras.Model(inputs, keras.layers.Dense(10, name="head")(pooled)), backbone
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+@pytest.mark.parametrize("names", [["bb"], ["bb", "bb/c"], ["bb/c", "bb", "half"]])
+def test_nested_model_is_tapped_by_its_own_name(data, sequential, names):
+    x, _ = data
+    model, backbone = _wrapped("bb", sequential)
+    assert "bb" in keras_spkd.layer_paths(model)
+    outputs = keras_spkd.build_feature_extractor(model, names)(x)
+    tapped = dict(zip(names, outputs[: len(names)]))
+    assert_allclose(tapped["bb"], backbone(0.5 * x), atol=1e-6)
+    if "bb/c" in names:
+        assert_allclose(tapped["bb/c"], tapped["bb"], atol=0)
+    assert_allclose(outputs[-1], model(x), atol=1e-6)
+    features_only = keras_spkd.build_feature_extractor(model, ["bb"], include_predictions=False)
+    assert_allclose(features_only(x), backbone(0.5 * x), atol=1e-6)
