@@ -7,6 +7,8 @@ whatever dtype the activations arrive in (float16 `Q Q^T` overflows).
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +17,46 @@ from keras import ops
 
 EPSILON = 1e-8
 """Floor for the row norm of G: keeps all-zero activation maps finite."""
+
+BATCH_OF_ONE = (
+    "The similarity-preserving loss got a batch of one sample: G is 1 x 1, so L_SP is "
+    "always 0 and gives no gradient. Use batches of two samples or more (e.g. "
+    "drop_remainder=True, or a batch size that divides the data)."
+)
+
+
+def check_weight(value: Any, name: str, positive: bool = False) -> float:
+    """Returns `value` as a float if it is a finite real number >= 0 (> 0 if `positive`).
+
+    Accepts Python and NumPy numbers alike; rejects booleans, strings, NaN and
+    infinities with an error that names the argument.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Expected `{name}` to be a real number; received {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    value = float(value)
+    bound = "> 0" if positive else ">= 0"
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"Expected a finite {name} {bound}; received {value!r}.")
+    return value
+
+
+def _normalize_rows(x: Any, epsilon: float) -> Any:
+    """Divides every row of `x` by its L2 norm, clamped at `epsilon`.
+
+    A row whose norm is below `epsilon` (an all-zero sample) has no direction:
+    its value is `row / epsilon` (0 for an all-zero row) and no gradient flows
+    through its normalisation. Without that cut the gradient on such a row
+    scales as `1 / epsilon` (about 1e7 here; the research code's
+    `F.normalize`, epsilon 1e-12, gives 1e11 and more). Every other row, and
+    every loss value, is unchanged.
+    """
+    squared = ops.sum(ops.square(x), axis=1, keepdims=True)
+    floor = epsilon * epsilon
+    normalized = x * ops.rsqrt(ops.maximum(squared, floor))
+    return ops.where(squared >= floor, normalized, ops.stop_gradient(normalized))
 
 
 def _as_matrix(features: Any) -> Any:
@@ -41,6 +83,11 @@ def similarity_matrix(features: Any, epsilon: float = EPSILON) -> Any:
     so an all-zero activation map (a dead ReLU layer) gives `G = 0` with
     finite gradients instead of NaN. The maths runs in float32.
 
+    Gradients: a row's gradient scales as `1 / ||G~_row||`, as the paper's
+    formula implies. A sample whose activations are all zero has no
+    direction: its row of `G` is 0 and no gradient flows through its
+    normalisation (it would otherwise scale as `1 / epsilon`, about 1e7).
+
     Args:
         features: Activations `A` (tensor or NumPy array), batch first.
         epsilon: Smallest row norm divided by. Defaults to `1e-8`.
@@ -51,15 +98,15 @@ def similarity_matrix(features: Any, epsilon: float = EPSILON) -> Any:
     Example:
 
     >>> g = keras_spkd.similarity_matrix(np.ones((4, 8, 8, 3)))
-    >>> g.shape
+    >>> tuple(g.shape)
     (4, 4)
+    >>> np.round(keras.ops.convert_to_numpy(g)[0], 3)  # identical samples: rows of 1/sqrt(b)
+    array([0.5, 0.5, 0.5, 0.5], dtype=float32)
 
     Reference: Tung & Mori, ICCV 2019, arXiv:1907.09682, eq. (1)-(2).
     """
     q = _as_matrix(features)
-    gram = ops.matmul(q, ops.transpose(q))
-    squared_norm = ops.sum(ops.square(gram), axis=1, keepdims=True)
-    return gram * ops.rsqrt(ops.maximum(squared_norm, epsilon * epsilon))
+    return _normalize_rows(ops.matmul(q, ops.transpose(q)), epsilon)
 
 
 def _as_list(features: Any) -> list:
@@ -71,9 +118,9 @@ def _as_list(features: Any) -> list:
 def _pair_weights(weights: Any, count: int) -> list[float]:
     if weights is None:
         return [1.0] * count
-    if isinstance(weights, (int, float)):
-        return [float(weights)] * count
-    weights = [float(w) for w in weights]
+    if not isinstance(weights, (list, tuple)):
+        return [check_weight(weights, "weight")] * count
+    weights = [check_weight(w, "weight") for w in weights]
     if len(weights) != count:
         raise ValueError(
             f"Expected one weight per layer pair ({count}); received "
@@ -111,6 +158,12 @@ def _weighted_pairs(teacher_features: Any, student_features: Any, weights: Any):
         yield index, weight, t, s
 
 
+def _warn_if_batch_of_one(features: Any) -> None:
+    """Warns when the batch is statically one sample (SP is then always 0)."""
+    if features.shape[0] == 1:
+        warnings.warn(BATCH_OF_ONE, UserWarning, stacklevel=4)
+
+
 def similarity_preserving_loss(
     teacher_features: Any,
     student_features: Any,
@@ -123,7 +176,8 @@ def similarity_preserving_loss(
     `(1 / b^2) * ||G_T - G_S||_F^2`, with `G` from `similarity_matrix`.
     Pairs are summed, each multiplied by its weight. Only similarities are
     compared, so the two maps may differ in spatial size and channel count.
-    The result is a float32 scalar whatever the input dtype.
+    The result is a float32 scalar whatever the input dtype. With a batch of
+    one sample `G` is 1 x 1 and the loss always 0: a `UserWarning` says so.
 
     Args:
         teacher_features: Teacher activations `A_T`: one tensor (or NumPy
@@ -131,22 +185,34 @@ def similarity_preserving_loss(
         student_features: Student activations `A_S`, matching
             `teacher_features` in count and batch size.
         weights: Per-pair weight (the paper's gamma when the SP term is
-            used alone): a float or one float per pair. Defaults to `1.0`.
+            used alone): a finite float >= 0 or one per pair. Defaults to
+            `1.0`.
 
     Returns:
         A float32 scalar tensor.
 
     Example:
 
-    >>> t = np.random.rand(8, 4, 4, 64)   # teacher group3 output
-    >>> s = np.random.rand(8, 8, 8, 16)   # student group3 output
-    >>> float(keras_spkd.similarity_preserving_loss(t, s)) >= 0.0
+    >>> rng = np.random.default_rng(0)
+    >>> t = rng.random((8, 4, 4, 64))   # teacher group3 output, b = 8
+    >>> s = rng.random((8, 8, 8, 16))   # student group3 output, other h, w, c
+    >>> loss = keras_spkd.similarity_preserving_loss(t, s)
+    >>> bool(0.0 < float(loss) < 1.0)
     True
+    >>> round(float(keras_spkd.similarity_preserving_loss(t, 3.0 * t)), 9)  # same G
+    0.0
 
     Reference: Tung & Mori, ICCV 2019, arXiv:1907.09682, eq. (3).
     """
+    return _similarity_preserving_loss(teacher_features, student_features, weights, warn=True)
+
+
+def _similarity_preserving_loss(teacher_features, student_features, weights, warn: bool):
+    """`similarity_preserving_loss`; `warn=False` for callers that warn themselves."""
     total = ops.zeros((), dtype="float32")
     for _, weight, t, s in _weighted_pairs(teacher_features, student_features, weights):
+        if warn:
+            _warn_if_batch_of_one(t)
         difference = similarity_matrix(t) - similarity_matrix(s)
         total = total + weight * ops.mean(ops.square(difference))
     return total
@@ -175,14 +241,15 @@ def knowledge_distillation_loss(
 
     Example:
 
-    >>> z = np.random.rand(8, 10)
+    >>> z = np.random.default_rng(0).random((8, 10))
     >>> float(keras_spkd.knowledge_distillation_loss(z, z))
     0.0
+    >>> bool(keras_spkd.knowledge_distillation_loss(z, -z, temperature=2.0) > 0)
+    True
 
     Reference: Hinton, Vinyals & Dean, 2015, arXiv:1503.02531.
     """
-    if temperature <= 0:
-        raise ValueError(f"Expected temperature > 0; received {temperature}.")
+    temperature = check_weight(temperature, "temperature", positive=True)
     t = ops.cast(ops.convert_to_tensor(teacher_logits), "float32") / temperature
     s = ops.cast(ops.convert_to_tensor(student_logits), "float32") / temperature
     log_p_t = ops.log_softmax(t, axis=-1)
@@ -209,6 +276,12 @@ def attention_map(features: Any, epsilon: float = EPSILON) -> Any:
     Returns:
         A float32 tensor of shape `(b, h*w)`.
 
+    Example:
+
+    >>> q = keras_spkd.attention_map(np.ones((2, 4, 4, 8)))
+    >>> tuple(q.shape), float(keras.ops.sum(q[0] ** 2))
+    ((2, 16), 1.0)
+
     Reference: Zagoruyko & Komodakis, "Paying More Attention to Attention",
     ICLR 2017, arXiv:1612.03928.
     """
@@ -218,9 +291,7 @@ def attention_map(features: Any, epsilon: float = EPSILON) -> Any:
             "Attention transfer needs spatial activations (b, h, w, c); received shape "
             f"{tuple(a.shape)}."
         )
-    q = _as_matrix(ops.mean(ops.square(a), axis=-1))
-    norm = ops.sqrt(ops.maximum(ops.sum(ops.square(q), axis=1, keepdims=True), epsilon**2))
-    return q / norm
+    return _normalize_rows(_as_matrix(ops.mean(ops.square(a), axis=-1)), epsilon)
 
 
 def attention_transfer_loss(
@@ -242,6 +313,13 @@ def attention_transfer_loss(
 
     Returns:
         A float32 scalar tensor.
+
+    Example:
+
+    >>> rng = np.random.default_rng(0)
+    >>> t, s = rng.random((4, 8, 8, 32)), rng.random((4, 8, 8, 16))  # same h, w
+    >>> bool(keras_spkd.attention_transfer_loss(t, s, weights=1000.0) > 0)
+    True
 
     Reference: Zagoruyko & Komodakis, ICLR 2017, arXiv:1612.03928.
     """
@@ -273,8 +351,15 @@ class SimilarityPreservingLoss(keras.losses.Loss):
 
     Example:
 
-    >>> loss = keras_spkd.SimilarityPreservingLoss()
-    >>> loss(teacher_activations, student_activations)
+    >>> rng = np.random.default_rng(0)
+    >>> teacher_activations = rng.random((8, 4, 4, 64))
+    >>> student_activations = rng.random((8, 8, 8, 16))
+    >>> loss = keras_spkd.SimilarityPreservingLoss(pair_weights=3000.0)
+    >>> value = loss(teacher_activations, student_activations)
+    >>> expected = 3000.0 * keras_spkd.similarity_preserving_loss(
+    ...     teacher_activations, student_activations)
+    >>> bool(np.isclose(float(value), float(expected)))
+    True
 
     Reference: Tung & Mori, ICCV 2019, arXiv:1907.09682.
     """
@@ -301,10 +386,27 @@ class SimilarityPreservingDistillation(keras.distillation.DistillationLoss):
     """SP loss for Keras's own `keras.distillation.Distiller`.
 
     Names one teacher layer and one student layer; the Keras distiller taps
-    them and hands their activations to `similarity_preserving_loss`. Weight
-    it (gamma) with the distiller's `distillation_loss_weights`.
+    them and hands their activations to `similarity_preserving_loss`.
     `keras_spkd.SPDistiller` does the same in one student pass; this class is
     for users who already build on `keras.distillation`.
+
+    The objectives differ by a factor. The Keras distiller minimises
+    `w * L_task + (1 - w) * sum_i(weight_i * L_i)`, with
+    `w = student_loss_weight` (default `0.5`) and `weight_i` from
+    `distillation_loss_weights`. The paper's `L_task + gamma * L_SP` is that
+    objective divided by `w` when `weight_i = gamma * w / (1 - w)`. So pass
+    `distillation_loss_weights=[gamma * w / (1 - w)]` and divide the learning
+    rate by `w` (exactly the same steps with SGD, momentum or not; Adam and
+    other scale-invariant optimizers keep their learning rate). With the
+    default `w = 0.5`: `[gamma]` and twice the learning rate. Passing
+    `[gamma]` with `w = 0.5` and the paper's learning rate halves every step.
+    Pass the loss in a list: given one loss object, not a list, Keras (3.12
+    to 3.15) ignores `distillation_loss_weights` and weighs it 1.0.
+
+    Keras taps top-level layers only (`model.get_layer(name).output`): a
+    layer inside a nested functional model, `"backbone/conv5"`, or the nested
+    functional model itself is refused here; `keras_spkd.SPDistiller` taps
+    both.
 
     Args:
         teacher_layer_name: Name of the tapped teacher layer.
@@ -312,11 +414,16 @@ class SimilarityPreservingDistillation(keras.distillation.DistillationLoss):
 
     Example:
 
-    >>> keras.distillation.Distiller(
+    >>> gamma, w = 3000.0, 0.5   # the paper's gamma; Keras's student_loss_weight
+    >>> distiller = keras.distillation.Distiller(
     ...     teacher=teacher, student=student,
-    ...     distillation_losses=keras_spkd.SimilarityPreservingDistillation(
-    ...         "t_group3", "s_group3"),
-    ...     distillation_loss_weights=[3000.0], student_loss_weight=0.5)
+    ...     distillation_losses=[keras_spkd.SimilarityPreservingDistillation(
+    ...         "t_group3", "s_group3")],   # a list, or the weights are ignored
+    ...     distillation_loss_weights=[gamma * w / (1 - w)], student_loss_weight=w)
+    >>> distiller.compile(  # learning rate / w: the steps of SGD(0.01) on CE + gamma * L_SP
+    ...     optimizer=keras.optimizers.SGD(0.01 / w),
+    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
     Reference: Tung & Mori, ICCV 2019, arXiv:1907.09682.
     """
@@ -326,15 +433,36 @@ class SimilarityPreservingDistillation(keras.distillation.DistillationLoss):
         self.student_layer_name = student_layer_name
 
     def validate_model_compatibility(self, teacher, student):
+        from keras_spkd.features import layer_paths
+
         for role, model, name in (
             ("teacher", teacher, self.teacher_layer_name),
             ("student", student, self.student_layer_name),
         ):
-            available = [layer.name for layer in model.layers]
-            if name not in available:
-                raise ValueError(
-                    f"The {role} has no layer named {name!r}; available layers: {available}."
+            top = {layer.name: layer for layer in model.layers}
+            layer = top.get(name)
+            nested_functional = isinstance(layer, keras.Model) and not isinstance(
+                layer, keras.Sequential
+            )
+            if layer is not None and not nested_functional:
+                continue
+            available = layer_paths(model)
+            if nested_functional or name in available:
+                where = (
+                    "is a nested functional model, whose output lives in its own graph"
+                    if nested_functional
+                    else f"is inside the nested model {name.partition('/')[0]!r}"
                 )
+                raise ValueError(
+                    f"The {role} layer {name!r} {where}; keras.distillation.Distiller taps "
+                    "top-level layers only (model.get_layer(name).output, keras #16123). "
+                    "Use keras_spkd.SPDistiller, which taps nested models and their layers "
+                    "by path, or name a top-level layer: "
+                    f"{[n for n in available if '/' not in n]}."
+                )
+            raise ValueError(
+                f"The {role} has no layer named {name!r}; available layers: {available}."
+            )
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         return similarity_preserving_loss(teacher_outputs, student_outputs)

@@ -4,10 +4,15 @@ import numpy as np
 
 
 def similarity_matrix(a: np.ndarray) -> np.ndarray:
-    """G~ = Q Q^T with Q the (b, h*w*c) reshaping; each row divided by its norm."""
+    """G~ = Q Q^T with Q the (b, h*w*c) reshaping; each row divided by its norm.
+
+    An all-zero sample gives an all-zero row, which stays zero (0 / 0 has no
+    value in the paper; zero is the only choice that leaves the rest alone).
+    """
     q = np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1)
     g = q @ q.T
-    return g / np.linalg.norm(g, axis=1, keepdims=True)
+    norm = np.linalg.norm(g, axis=1, keepdims=True)
+    return g / np.where(norm == 0, 1.0, norm)
 
 
 def sp_loss(teachers, students, weights=None) -> float:

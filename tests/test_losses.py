@@ -1,5 +1,8 @@
 """The SP maths against the NumPy reference, and its properties."""
 
+import warnings
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -218,3 +221,243 @@ def test_attention_transfer_needs_equal_spatial_sizes():
         keras_spkd.attention_transfer_loss(np.ones((2, 4, 4, 3)), np.ones((2, 2, 2, 3)))
     with pytest.raises(ValueError, match="needs spatial activations"):
         keras_spkd.attention_map(np.ones((2, 5)))
+
+
+GOLDEN = np.load(Path(__file__).parent / "golden" / "golden.npz")
+
+
+def _golden_cases(kind):
+    return sorted({key.split("_")[0] for key in GOLDEN.files if key.startswith(kind)})
+
+
+def _pairs(case):
+    count = len([key for key in GOLDEN.files if key.startswith(f"{case}_teacher")])
+    return [GOLDEN[f"{case}_teacher{i}"] for i in range(count)], [
+        GOLDEN[f"{case}_student{i}"] for i in range(count)
+    ]
+
+
+def _loss_and_gradients(loss_fn, teachers, students):
+    variables = [tf.Variable(a) for a in [*teachers, *students]]
+    with tf.GradientTape() as tape:
+        loss = loss_fn(variables[: len(teachers)], variables[len(teachers) :])
+    return float(loss), [g.numpy() for g in tape.gradient(loss, variables)]
+
+
+def _assert_gradients(got, case, teachers):
+    names = [f"teacher{i}" for i in range(len(teachers))] + [
+        f"student{i}" for i in range(len(teachers))
+    ]
+    for name, grad in zip(names, got):
+        expected = GOLDEN[f"{case}_grad_{name}"]
+        scale = max(np.abs(expected).max(), 1e-12)
+        assert_allclose(grad, expected, rtol=1e-4, atol=1e-5 * scale, err_msg=f"{case} {name}")
+
+
+@pytest.mark.filterwarnings("ignore:The similarity-preserving loss got a batch of one")
+@pytest.mark.parametrize("case", _golden_cases("sp"))
+def test_sp_matches_pytorch_golden_values(case):
+    """Values and gradients frozen from the research PyTorch formulation (make_golden.py)."""
+    teachers, students = _pairs(case)
+    weights = [float(w) for w in GOLDEN[f"{case}_weights"]]
+    loss, grads = _loss_and_gradients(
+        lambda t, s: keras_spkd.similarity_preserving_loss(t, s, weights), teachers, students
+    )
+    expected = float(GOLDEN[f"{case}_loss"])
+    assert expected > 0 or teachers[0].shape[0] == 1  # only b = 1 is 0 by construction
+    assert_allclose(loss, expected, rtol=1e-5, atol=1e-9)
+    _assert_gradients(grads, case, teachers)
+
+
+@pytest.mark.parametrize("case", _golden_cases("kd"))
+def test_kd_matches_pytorch_golden_values(case):
+    temperature = float(GOLDEN[f"{case}_temperature"])
+    loss, grads = _loss_and_gradients(
+        lambda t, s: keras_spkd.knowledge_distillation_loss(t[0], s[0], temperature),
+        [GOLDEN[f"{case}_teacher"]],
+        [GOLDEN[f"{case}_student"]],
+    )
+    expected = float(GOLDEN[f"{case}_loss"])
+    assert expected > 1e-3
+    assert_allclose(loss, expected, rtol=1e-5)
+    for grad, name in zip(grads, ("teacher", "student")):
+        golden = GOLDEN[f"{case}_grad_{name}"]
+        assert_allclose(grad, golden, rtol=1e-4, atol=1e-5 * np.abs(golden).max())
+
+
+@pytest.mark.parametrize("case", _golden_cases("at"))
+def test_at_matches_pytorch_golden_values(case):
+    teachers, students = _pairs(case)
+    weights = [float(w) for w in GOLDEN[f"{case}_weights"]]
+    loss, grads = _loss_and_gradients(
+        lambda t, s: keras_spkd.attention_transfer_loss(t, s, weights), teachers, students
+    )
+    assert float(GOLDEN[f"{case}_loss"]) > 0
+    assert_allclose(loss, float(GOLDEN[f"{case}_loss"]), rtol=1e-5)
+    _assert_gradients(grads, case, teachers)
+
+
+def test_golden_fixture_covers_the_cases_the_issue_asks_for():
+    sp_batches = {GOLDEN[f"{case}_teacher0"].shape[0] for case in _golden_cases("sp")}
+    sp_pairs = {len(_pairs(case)[0]) for case in _golden_cases("sp")}
+    assert 1 in sp_batches and len(sp_batches) >= 3 and max(sp_pairs) >= 2
+    assert len(_golden_cases("kd")) >= 3 and len(_golden_cases("at")) >= 3
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_non_finite_or_negative_pair_weights_are_refused(bad):
+    t, s = _random((4, 3), 40), _random((4, 2), 41)
+    with pytest.raises(ValueError, match=r"finite weight >= 0; received"):
+        keras_spkd.similarity_preserving_loss(t, s, weights=bad)
+    with pytest.raises(ValueError, match=r"finite weight >= 0; received"):
+        keras_spkd.attention_transfer_loss(np.ones((2, 2, 2, 1)), np.ones((2, 2, 2, 1)), [bad])
+    with pytest.raises(ValueError, match=r"finite temperature > 0; received"):
+        keras_spkd.knowledge_distillation_loss(t, t, temperature=bad)
+
+
+def test_numpy_scalar_weights_are_accepted_and_bools_refused():
+    t, s = _random((5, 3), 42), _random((5, 4), 43)
+    base = float(keras_spkd.similarity_preserving_loss(t, s))
+    for weight in (np.float32(2.0), np.float64(2.0), np.int64(2)):
+        got = float(keras_spkd.similarity_preserving_loss(t, s, weights=weight))
+        assert_allclose(got, 2.0 * base, rtol=1e-6)
+    got = float(keras_spkd.similarity_preserving_loss([t, t], [s, s], [np.float32(1), 3]))
+    assert_allclose(got, 4.0 * base, rtol=1e-6)
+    with pytest.raises(TypeError, match="real number; received True"):
+        keras_spkd.similarity_preserving_loss(t, s, weights=True)
+    with pytest.raises(TypeError, match="real number; received '2'"):
+        keras_spkd.knowledge_distillation_loss(t, t, temperature="2")
+
+
+def test_all_zero_sample_gets_a_bounded_gradient_and_the_same_loss():
+    t = _random((6, 4, 4, 3), 44)
+    s = _random((6, 3, 3, 2), 45)
+    s[2] = 0.0  # one dead sample in the student
+    s_var = tf.Variable(s)
+    with tf.GradientTape() as tape:
+        loss = keras_spkd.similarity_preserving_loss(t, s_var)
+    grad = tape.gradient(loss, s_var).numpy()
+    # The loss value is the paper's (a zero row of G~ normalises to 0)...
+    assert_allclose(float(loss), reference.sp_loss([t], [s]), rtol=1e-6)
+    # ...the live rows keep their exact gradients...
+    live = [i for i in range(6) if i != 2]
+    numeric = _numeric_sp_gradient(t, s, rows=live)
+    assert np.abs(numeric).max() > 1e-3
+    assert_allclose(grad[live], numeric[live], rtol=1e-3, atol=1e-5)
+    # ...and the dead row's gradient is of their size, not ~1 / epsilon (6e6 before).
+    assert np.all(np.isfinite(grad[2]))
+    assert np.abs(grad[2]).max() <= 10 * np.abs(grad[live]).max()
+    g = keras.ops.convert_to_numpy(keras_spkd.similarity_matrix(s))
+    assert np.all(g[2] == 0) and np.all(g[:, 2] == 0)
+
+
+def _numeric_sp_gradient(t, s, rows, h=1e-6):
+    numeric, s64 = np.zeros(s.shape), s.astype(np.float64)
+    for index in np.ndindex(s.shape):
+        if index[0] not in rows:
+            continue
+        up, down = s64.copy(), s64.copy()
+        up[index] += h
+        down[index] -= h
+        numeric[index] = (reference.sp_loss([t], [up]) - reference.sp_loss([t], [down])) / (2 * h)
+    return numeric
+
+
+def test_batch_of_one_warns_that_sp_is_always_zero():
+    with pytest.warns(UserWarning, match=r"batch of one sample: G is 1 x 1"):
+        loss = keras_spkd.similarity_preserving_loss(np.ones((1, 3)), np.ones((1, 2)))
+    assert float(loss) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # two samples or more: no warning
+        keras_spkd.similarity_preserving_loss(np.ones((2, 3)), np.ones((2, 2)))
+
+
+def _nested(prefix, sequential=False):
+    inner_in = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(4, 3, padding="same", name=f"{prefix}_conv")
+    if sequential:
+        backbone = keras.Sequential([keras.Input((8, 8, 1)), conv], name=f"{prefix}_bb")
+    else:
+        backbone = keras.Model(inner_in, conv(inner_in), name=f"{prefix}_bb")
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.GlobalAveragePooling2D(name=f"{prefix}_pool")(backbone(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10, name=f"{prefix}_logits")(h), name=prefix)
+
+
+@pytest.mark.parametrize(
+    "teacher_layer, message",
+    [
+        ("t_bb/t_conv", r"'t_bb/t_conv' is inside the nested model 't_bb'.*SPDistiller"),
+        ("t_bb", r"'t_bb' is a nested functional model.*SPDistiller.*'t_pool'"),
+        ("t_nope", r"no layer named 't_nope'; available layers: .*'t_bb/t_conv'"),
+    ],
+)
+def test_keras_adapter_names_layers_as_spdistiller_does(teacher_layer, message):
+    teacher, student = _nested("t"), _nested("s")
+    sp = keras_spkd.SimilarityPreservingDistillation(teacher_layer, "s_pool")
+    with pytest.raises(ValueError, match=message):
+        keras.distillation.Distiller(teacher=teacher, student=student, distillation_losses=sp)
+    # SPDistiller taps the same names (the unknown one aside).
+    if teacher_layer != "t_nope":
+        keras_spkd.SPDistiller(teacher, student, [(teacher_layer, "s_pool")])
+
+
+def test_keras_adapter_accepts_a_nested_sequential_by_name(data):
+    x, y = data
+    teacher, student = _nested("t", sequential=True), small_cnn("s", 4)
+    distiller = keras.distillation.Distiller(
+        teacher=teacher,
+        student=student,
+        distillation_losses=keras_spkd.SimilarityPreservingDistillation("t_bb", "s_group"),
+    )
+    distiller.compile(optimizer="sgd", loss=sparse_ce())
+    history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert history.history["distillation_loss"][0] > 0
+
+
+@pytest.mark.parametrize("w", [0.5, 0.8])
+def test_keras_distiller_mapping_reproduces_the_papers_objective(data, w):
+    """distillation_loss_weights=[gamma * w / (1 - w)] and lr / w: the paper's SGD steps."""
+    x, y = data
+    gamma, lr = 300.0, 0.02
+    keras.utils.set_random_seed(9)
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    twin = keras.models.clone_model(student)
+    twin.set_weights(student.get_weights())
+    ours = keras_spkd.SPDistiller(teacher, student, [("t_group", "s_group")], gamma=gamma)
+    ours.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.9), loss=sparse_ce())
+    theirs = keras.distillation.Distiller(
+        teacher=teacher,
+        student=twin,
+        distillation_losses=[keras_spkd.SimilarityPreservingDistillation("t_group", "s_group")],
+        distillation_loss_weights=[gamma * w / (1 - w)],
+        student_loss_weight=w,
+    )
+    theirs.compile(optimizer=keras.optimizers.SGD(lr / w, momentum=0.9), loss=sparse_ce())
+    start = [v.copy() for v in student.get_weights()]
+    for model in (ours, theirs):
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    moved = max(np.abs(a - b).max() for a, b in zip(student.get_weights(), start))
+    assert moved > 1e-3
+    for a, b in zip(student.get_weights(), twin.get_weights()):
+        assert_allclose(a, b, atol=1e-5 * max(1.0, moved))
+
+
+def test_keras_distiller_ignores_weights_of_a_single_loss_so_the_docs_use_a_list(data):
+    """The pitfall behind the docstring's list: one loss object is weighed 1.0."""
+    x, y = data
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    sp = keras_spkd.SimilarityPreservingDistillation("t_group", "s_group")
+    single = keras.distillation.Distiller(
+        teacher=teacher, student=student, distillation_losses=sp, distillation_loss_weights=[300.0]
+    )
+    listed = keras.distillation.Distiller(
+        teacher=teacher,
+        student=student,
+        distillation_losses=[sp],
+        distillation_loss_weights=[300.0],
+    )
+    assert single.distillation_loss_weights == [1.0]
+    assert listed.distillation_loss_weights == [300.0]
+    doc = keras_spkd.SimilarityPreservingDistillation.__doc__
+    assert "distillation_losses=[keras_spkd.SimilarityPreservingDistillation(" in doc
