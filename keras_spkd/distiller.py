@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import copy
+import numbers
+import warnings
 from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_spkd._compat import MultiWorkerFitMixin, engine_loss_tracker
 from keras_spkd.features import build_feature_extractor, check_layer_pairs, graph_inputs
 from keras_spkd.losses import (
+    BATCH_OF_ONE,
+    _similarity_preserving_loss,
     attention_transfer_loss,
+    check_weight,
     knowledge_distillation_loss,
-    similarity_preserving_loss,
 )
+
+__all__ = ["FitUnderStrategy", "MultiWorkerFitMixin", "SPDistiller"]
 
 TEACHER_KEY = "teacher"
 STUDENT_KEY = "student"
@@ -22,7 +29,7 @@ STUDENT_KEY = "student"
 
 def _check_gamma(gamma, count: int) -> list[float]:
     values = list(gamma) if isinstance(gamma, (list, tuple)) else [gamma]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
         raise TypeError(
             "Expected `gamma` to be a float or a list of floats, one per layer "
             f"pair; received {gamma!r}."
@@ -34,9 +41,20 @@ def _check_gamma(gamma, count: int) -> list[float]:
             f"Expected one gamma per layer pair ({count} pairs); received "
             f"{len(values)} values: {list(gamma)}."
         )
-    if any(v < 0 for v in values):
-        raise ValueError(f"Expected gamma >= 0; received {gamma!r}.")
-    return [float(v) for v in values]
+    return [check_weight(v, "gamma") for v in values]
+
+
+def _output_is_softmax(model: keras.Model) -> bool:
+    """Whether the model's (single) output comes out of a softmax."""
+    if len(model.outputs) != 1 or not model.layers:
+        return False
+    last = model.layers[-1]
+    if isinstance(last, keras.Model):
+        return _output_is_softmax(last) if last.layers else False
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", None) == "softmax"
 
 
 def _check_batch_dimensions(teacher_inputs, student_inputs) -> None:
@@ -79,35 +97,6 @@ def _with_compute_dtype(model: keras.Model, dtype: str | None) -> keras.Model:
     return copy
 
 
-def _multi_worker() -> bool:
-    return isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
-
-
-class MultiWorkerFitMixin:
-    """Makes Keras 3 `fit()` work under `MultiWorkerMirroredStrategy`.
-
-    Two upstream bugs: Keras's symbolic build reduces a PerReplica batch
-    (keras #20585), and scalar logs fail `reduce(MEAN, axis=0)` (tensorflow
-    #72388). Under that strategy only, the model (built already) gets its
-    optimizer and metrics built inside the scope instead, and its logs are
-    returned rank-1.
-    """
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        with strategy.scope():
-            if not self.optimizer.built:
-                self.optimizer.build(self.trainable_variables)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        if _multi_worker():
-            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
-        return logs
-
-
 @keras.saving.register_keras_serializable(package="keras_spkd")
 class FitUnderStrategy(MultiWorkerFitMixin, keras.Model):
     """Trains a plain functional model with the multi-worker fixes applied.
@@ -118,6 +107,15 @@ class FitUnderStrategy(MultiWorkerFitMixin, keras.Model):
 
     Args:
         model: The `keras.Model` to train.
+
+    Example:
+
+    >>> trainee = keras_spkd.FitUnderStrategy(student)
+    >>> trainee.compile(optimizer="sgd",
+    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = trainee.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    >>> bool(np.allclose(trainee(x), student(x)))   # student's own weights trained
+    True
     """
 
     def __init__(self, model: keras.Model, **kwargs):
@@ -158,8 +156,14 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
     used), and the compiled metrics on the student's predictions.
 
     Data may be `(x, y)`, `(x, y, sample_weight)` or, for privileged
-    information, `({"teacher": x_t, "student": x_s}, y)`. Sample weights
-    weigh the task and KD terms; the SP term is a statistic of the batch.
+    information, `({"teacher": x_t, "student": x_s}, y)` (exactly these two
+    keys). Sample weights weigh the task and KD terms; the SP term is a
+    statistic of the batch, and is always 0 for a batch of one sample (G is
+    1 x 1): a `UserWarning` says so once.
+
+    KD needs a teacher that outputs logits: with `kd_weight > 0` a teacher
+    whose last layer is a softmax is refused (softening probabilities again
+    leaves a KD term of about 1e-5, off in effect).
 
     Under `tf.distribute`, the default computes G on each replica's share of
     the batch (b / replicas samples): a different objective from one device.
@@ -173,16 +177,18 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         student: Functional or Sequential `keras.Model` to train.
         layer_pairs: List of `(teacher layer, student layer)` names; nested
             layers as `"backbone/layer"`.
-        gamma: Weight gamma of the SP term, a float or one per pair.
-            Defaults to `3000.0` (the paper's CIFAR-10 value).
-        kd_weight: Weight of Hinton's KD term. Defaults to `0.0` (off).
-        temperature: KD temperature. Defaults to `4.0`.
+        gamma: Weight gamma of the SP term, a finite float >= 0 or one per
+            pair. Defaults to `3000.0` (the paper's CIFAR-10 value).
+        kd_weight: Weight of Hinton's KD term, finite, >= 0. Defaults to
+            `0.0` (off).
+        temperature: KD temperature T, finite, > 0. Defaults to `4.0`.
         cross_replica: Build G over the global batch under `tf.distribute`.
             Defaults to `False`.
         at_pairs: Layer pairs for the attention-transfer baseline
             (Zagoruyko & Komodakis, 2017); equal spatial sizes. Defaults to
             `layer_pairs` when `at_weight > 0`.
-        at_weight: Weight (beta) of the AT term. Defaults to `0.0` (off).
+        at_weight: Weight (beta) of the AT term, finite, >= 0. Defaults to
+            `0.0` (off).
         teacher_dtype: Compute dtype of the teacher's forward pass, e.g.
             `"bfloat16"` or `"float16"` (a copy of the teacher with float32
             weights computes in it; the SP maths stays float32). Defaults to
@@ -191,10 +197,14 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
     Example:
 
     >>> distiller = keras_spkd.SPDistiller(
-    ...     teacher, student, layer_pairs=[("t_group3", "s_group3")])
+    ...     teacher, student, layer_pairs=[("t_group3", "s_group3")], gamma=3000.0)
     >>> distiller.compile(optimizer="sgd", metrics=["accuracy"],
     ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    >>> history = distiller.fit(train_ds, validation_data=val_ds, epochs=5)
+    >>> history = distiller.fit(train_ds, validation_data=val_ds, epochs=2, verbose=0)
+    >>> [key for key in sorted(history.history) if not key.startswith("val_")]
+    ['accuracy', 'loss', 'sp_loss', 'task_loss']
+    >>> bool(np.allclose(distiller(x), student(x)))   # distiller(x) is student(x)
+    True
 
     Reference: Tung & Mori, ICCV 2019, arXiv:1907.09682.
     """
@@ -223,20 +233,24 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         teacher_inputs = graph_inputs(teacher, "teacher")
         student_inputs = graph_inputs(student, "student")
         self.layer_pairs = check_layer_pairs(layer_pairs)
-        self.gamma = list(gamma) if isinstance(gamma, (list, tuple)) else gamma
         self._gammas = _check_gamma(gamma, len(self.layer_pairs))
-        if kd_weight < 0:
-            raise ValueError(f"Expected kd_weight >= 0; received {kd_weight}.")
-        if temperature <= 0:
-            raise ValueError(f"Expected temperature > 0; received {temperature}.")
+        # As given (one float or a list), as plain floats: get_config is JSON.
+        self.gamma = list(self._gammas) if isinstance(gamma, (list, tuple)) else self._gammas[0]
+        self.kd_weight = check_weight(kd_weight, "kd_weight")
+        self.temperature = check_weight(temperature, "temperature", positive=True)
+        self.at_weight = check_weight(at_weight, "at_weight")
         _check_batch_dimensions(teacher_inputs, student_inputs)
-        self.kd_weight = float(kd_weight)
-        self.temperature = float(temperature)
+        if self.kd_weight > 0 and _output_is_softmax(teacher):
+            raise ValueError(
+                f"kd_weight={self.kd_weight} needs a teacher that outputs logits, but the "
+                f"teacher {teacher.name!r} ends in a softmax: softening its probabilities "
+                "again makes the KD term about 1e-5, off in effect. Pass a teacher whose "
+                "last layer has no activation (e.g. rebuild it with activation=None and "
+                "copy the weights)."
+            )
         self.cross_replica = bool(cross_replica)
         self.teacher_dtype = teacher_dtype
-        if at_weight < 0:
-            raise ValueError(f"Expected at_weight >= 0; received {at_weight}.")
-        self.at_weight = float(at_weight)
+        self._warned_batch_of_one = False
         self.at_pairs = check_layer_pairs(at_pairs) if at_pairs else []
         if self.at_weight > 0 and not self.at_pairs:
             self.at_pairs = list(self.layer_pairs)
@@ -286,13 +300,50 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
     def metrics(self):
         # Keras's own "loss" tracker is never fed by this train_step: ours,
         # with the total loss, replaces it.
-        engine_tracker = getattr(self, "_loss_tracker", None)
+        engine_tracker = engine_loss_tracker(self)
         return [m for m in super().metrics if m is not engine_tracker]
 
     def _split_inputs(self, x):
-        if isinstance(x, dict) and set(x) == {TEACHER_KEY, STUDENT_KEY}:
+        if not isinstance(x, dict):
+            return x, x
+        if set(x) == {TEACHER_KEY, STUDENT_KEY}:
             return x[TEACHER_KEY], x[STUDENT_KEY]
-        return x, x
+        lowered = {str(key).lower() for key in x}
+        if lowered & {TEACHER_KEY, STUDENT_KEY}:
+            raise ValueError(
+                'Privileged inputs are a dict with exactly the keys "teacher" and "student" '
+                f"(lower case); received keys {sorted(map(str, x))}."
+            )
+        return x, x  # a multi-input model's own dict, seen by both
+
+    def _warn_if_batch_of_one(self, features) -> list:
+        """Warns once when SP sees a batch of one sample (G is 1 x 1, SP is 0).
+
+        A batch size known while tracing is checked then; an unknown one by
+        the returned op, at run time (not under XLA, which compiles no Python
+        call: there only static sizes are checked).
+        """
+
+        def warn():
+            if not self._warned_batch_of_one:
+                self._warned_batch_of_one = True
+                warnings.warn(BATCH_OF_ONE, UserWarning, stacklevel=2)
+            return True
+
+        if features.shape[0] is not None:
+            if features.shape[0] == 1:
+                warn()
+            return []
+        if self.jit_compile:
+            return []
+
+        return [
+            tf.cond(
+                tf.equal(tf.shape(features)[0], 1),
+                lambda: tf.py_function(warn, [], tf.bool),
+                lambda: tf.constant(False),
+            )
+        ]
 
     @property
     def gammas(self) -> list[float]:
@@ -369,17 +420,16 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         n_t, n_s = self._num_teacher_features, self._num_student_features
         y_pred = student_out[n_s:]
         y_pred = y_pred[0] if len(y_pred) == 1 else list(y_pred)
-        task = self._compute_loss(
-            x=x,
-            y=y,
-            y_pred=y_pred,
-            sample_weight=sample_weight,
-            training=training,
+        task = self.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
         if any(self._gammas):
             teacher_feats = self._gather([teacher_out[i] for i in self._teacher_index])
             student_feats = self._gather([student_out[i] for i in self._student_index])
-            sp = similarity_preserving_loss(teacher_feats, student_feats, self._gammas)
+            with tf.control_dependencies(self._warn_if_batch_of_one(teacher_feats[0])):
+                sp = _similarity_preserving_loss(
+                    teacher_feats, student_feats, self._gammas, warn=False
+                )
         else:  # gamma = 0: no all-gather, no SP maths (they would be multiplied by zero)
             sp = ops.zeros((), "float32")
         parts = {"sp_loss": sp}

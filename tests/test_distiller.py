@@ -1,5 +1,7 @@
 """SPDistiller: what it trains, what it logs, what it refuses."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -351,3 +353,115 @@ def test_combined_terms_sum_their_weighted_values_exactly(pair, data):
     assert logs["sp_loss"] == 0.0 and logs["at_loss"] > 0
     with pytest.raises(ValueError, match="at_weight >= 0"):
         _distiller(teacher, student, at_weight=-1.0)
+
+
+def _wrapped(name):
+    """Finding 1's model: a functional backbone nested in the outer model."""
+    inputs, inner = keras.Input((8, 8, 1)), keras.Input((8, 8, 1))
+    backbone = keras.Model(inner, keras.layers.Conv2D(4, 3, name="c")(inner), name=name)
+    pooled = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10)(pooled), name=f"{name}_outer"), backbone
+
+
+def test_nested_backbone_is_tapped_by_its_own_name(data):
+    x, y = data
+    (teacher, t_backbone), (student, s_backbone) = _wrapped("tb"), _wrapped("sb")
+    distiller = _distiller(teacher, student, layer_pairs=[("tb/c", "sb")], gamma=10.0)
+    logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    expected = 10.0 * reference.sp_loss([t_backbone(x).numpy()], [s_backbone(x).numpy()])
+    assert expected > 1e-3
+    assert_allclose(logs["sp_loss"], expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gamma", "kd_weight", "temperature", "at_weight"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused(pair, name, bad):
+    teacher, student = pair
+    with pytest.raises(ValueError, match=rf"finite {name} (>=|>) 0; received -?(nan|inf)"):
+        _distiller(teacher, student, **{name: bad})
+    if name == "gamma":
+        with pytest.raises(ValueError, match="finite gamma >= 0; received nan"):
+            _distiller(
+                teacher,
+                student,
+                layer_pairs=[("t_group", "s_group"), ("t_conv1", "s_conv1")],
+                gamma=[1.0, float("nan")],
+            )
+
+
+def test_numpy_numbers_are_accepted_and_other_types_refused(pair, data, tmp_path):
+    teacher, student = pair
+    x, y = data
+    distiller = _distiller(
+        teacher,
+        student,
+        gamma=np.float32(100.0),
+        kd_weight=np.float32(0.5),
+        temperature=np.int64(2),
+        at_weight=np.float16(1.0),
+    )
+    assert distiller.gamma == 100.0 and type(distiller.gamma) is float
+    assert (distiller.kd_weight, distiller.temperature, distiller.at_weight) == (0.5, 2.0, 1.0)
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    distiller.save(tmp_path / "numpy.keras")  # the config is plain JSON
+    assert keras.saving.load_model(tmp_path / "numpy.keras").gamma == 100.0
+    listed = _distiller(teacher, student, gamma=[np.float32(3.0)])
+    assert listed.gamma == [3.0] and type(listed.gamma[0]) is float
+    for name, bad in [("kd_weight", "0.5"), ("temperature", None), ("at_weight", True)]:
+        with pytest.raises(TypeError, match=rf"`{name}` to be a real number; received"):
+            _distiller(teacher, student, **{name: bad})
+    with pytest.raises(TypeError, match="float or a list of floats"):
+        _distiller(teacher, student, gamma=np.bool_(True))
+
+
+@pytest.mark.parametrize("keys", [("pupil", "teacher"), ("Teacher", "Student"), ("teacher",)])
+def test_privileged_inputs_with_wrong_keys_name_the_expected_ones(pair, data, keys):
+    teacher, student = pair
+    x, y = data
+    distiller = _distiller(teacher, student)
+    inputs = {key: x for key in keys}
+    message = r'exactly the keys "teacher" and "student".*received keys \[' + repr(sorted(keys)[0])
+    with pytest.raises(ValueError, match=message):
+        distiller.fit(inputs, y, batch_size=8, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        distiller(inputs)
+
+
+def _softmax_teacher(kind):
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="t_group")(inputs)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    if kind == "dense":
+        outputs = keras.layers.Dense(10, activation="softmax")(h)
+    elif kind == "layer":
+        outputs = keras.layers.Softmax()(keras.layers.Dense(10)(h))
+    else:
+        outputs = keras.layers.Activation("softmax")(keras.layers.Dense(10)(h))
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("kind", ["dense", "layer", "activation"])
+def test_kd_with_a_softmax_teacher_is_refused(kind):
+    teacher, student = _softmax_teacher(kind), small_cnn("s", 4)
+    with pytest.raises(ValueError, match="needs a teacher that outputs logits.*ends in a softmax"):
+        _distiller(teacher, student, kd_weight=0.5)
+    # Without KD the teacher's last layer does not matter.
+    assert _distiller(teacher, student, kd_weight=0.0).kd_weight == 0.0
+
+
+def test_batch_of_one_warns_once(pair, data):
+    teacher, student = pair
+    x, y = data
+    distiller = _distiller(teacher, student)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = distiller.fit(x[:4], y[:4], batch_size=1, epochs=2, verbose=0)
+        distiller.evaluate(x[:3], y[:3], batch_size=1, verbose=0)
+    ours = [w for w in caught if "batch of one sample" in str(w.message)]
+    assert len(ours) == 1, [str(w.message) for w in caught]
+    assert_allclose(history.history["sp_loss"], [0.0, 0.0], atol=1e-10)  # 0 up to round-off
+    fresh = _distiller(teacher, student)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh.fit(x[:4], y[:4], batch_size=2, epochs=1, verbose=0)
+    assert not [w for w in caught if "batch of one sample" in str(w.message)]
