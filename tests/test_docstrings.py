@@ -75,3 +75,19 @@ def test_every_public_function_and_class_here_has_an_example():
     assert len(public) >= 10
     missing = [name for name in public if name not in documented]
     assert not missing, f"no `>>>` example in the docstring of {missing}"
+
+
+def test_names_the_docstrings_use_are_reachable_from_the_package():
+    """Issue 13's list: keras_spkd.export_student, keras_spkd.data, keras_spkd.models."""
+    import subprocess
+    import sys
+
+    code = (
+        "import keras_spkd; "
+        "print(keras_spkd.export_student.__name__, keras_spkd.data.__name__, "
+        "keras_spkd.models.__name__)"
+    )
+    out = subprocess.run(  # a fresh interpreter: no test has imported the submodules yet
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["export_student", "keras_spkd.data", "keras_spkd.models"]
