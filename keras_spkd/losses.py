@@ -49,8 +49,9 @@ def _normalize_rows(x: Any, epsilon: float) -> Any:
     A row whose norm is below `epsilon` (an all-zero sample) has no direction:
     its value is `row / epsilon` (0 for an all-zero row) and no gradient flows
     through its normalisation. Without that cut the gradient on such a row
-    scales as `1 / epsilon` (about 1e7 here; the research code's
-    `F.normalize`, epsilon 1e-12, gives 1e11 and more). Every other row, and
+    scales as `1 / epsilon`: 3e6 on one test batch whose other rows got at
+    most 1e-2 (the research code's `F.normalize`, epsilon 1e-12: 3e10); with
+    the cut, 3e-3. Every other row, and
     every loss value, is unchanged.
     """
     squared = ops.sum(ops.square(x), axis=1, keepdims=True)
@@ -86,7 +87,7 @@ def similarity_matrix(features: Any, epsilon: float = EPSILON) -> Any:
     Gradients: a row's gradient scales as `1 / ||G~_row||`, as the paper's
     formula implies. A sample whose activations are all zero has no
     direction: its row of `G` is 0 and no gradient flows through its
-    normalisation (it would otherwise scale as `1 / epsilon`, about 1e7).
+    normalisation (it would otherwise scale as `1 / epsilon`, about 1e6).
 
     Args:
         features: Activations `A` (tensor or NumPy array), batch first.
