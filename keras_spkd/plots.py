@@ -123,13 +123,3 @@ def plot_training_curves(histories, path: str | os.PathLike) -> list[str]:
             axis.legend(fontsize=7)
     figure.savefig(path, dpi=110)
     return drawn
-
-
-def __getattr__(name: str):
-    # SimilarityMonitor moved to keras_spkd.callbacks; kept reachable here until
-    # every caller imports it from there (or as keras_spkd.SimilarityMonitor).
-    if name == "SimilarityMonitor":
-        from keras_spkd.callbacks import SimilarityMonitor
-
-        return SimilarityMonitor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -133,7 +133,8 @@ def test_monitor_needs_a_distiller_and_a_positive_period(data):
         keras_spkd.SimilarityMonitor(x[:8], y[:8], every_n_epochs=0)
 
 
-def test_old_import_path_still_resolves():
+def test_plots_holds_pictures_only():
     from keras_spkd import callbacks, plots
 
-    assert plots.SimilarityMonitor is callbacks.SimilarityMonitor is keras_spkd.SimilarityMonitor
+    assert not hasattr(plots, "SimilarityMonitor")
+    assert keras_spkd.SimilarityMonitor is callbacks.SimilarityMonitor
