@@ -150,8 +150,8 @@ def cmd_report(args) -> int:
 def cmd_bench(args) -> int:
     from keras_spkd import bench
 
-    if args.torch and not Path(args.torch).exists():  # before minutes of timing
-        raise FileNotFoundError(2, "no PyTorch peer script (--torch)", args.torch)
+    if args.torch is not None:  # before minutes of timing
+        args.torch = bench.find_torch_peer(args.torch or None)
     if args.sp_scaling:
         rows = bench.sp_loss_scaling(repeats=args.rounds)
         print(
@@ -176,7 +176,7 @@ def cmd_bench(args) -> int:
             teacher_dtype=args.teacher_dtype,
         )
         torch = None
-        if args.torch:
+        if args.torch is not None:
             torch = bench.run_torch_peer(
                 args.torch,
                 args.batch_size,
@@ -203,20 +203,29 @@ def _data_flags(parser) -> None:
     parser.add_argument("--seed", type=int, default=S)
 
 
-def _training_flags(parser) -> None:
+def _training_flags(parser, teacher_only: bool = False) -> None:
     parser.add_argument("--lr", type=float, default=S, help="initial SGD learning rate")
     parser.add_argument(
-        "--schedule", default=S, help="step (x0.2 at 30/60/80%%), cosine or constant"
+        "--schedule",
+        choices=("step", "cosine", "constant"),
+        default=S,
+        help="learning-rate schedule (step: x0.2 at 30/60/80%%)",
     )
     parser.add_argument("--weight-decay", type=float, default=S, help="L2 weight decay")
     parser.add_argument(
         "--jit", action=argparse.BooleanOptionalAction, default=S, help="XLA-compile the step"
     )
     parser.add_argument(
-        "--strategy", default=S, help="default, mirrored or multi_worker (reads TF_CONFIG)"
+        "--strategy",
+        choices=("default", "mirrored", "multi_worker"),
+        default=S,
+        help="tf.distribute strategy (multi_worker reads TF_CONFIG)",
     )
     parser.add_argument("--teacher", default=S, help="trained teacher (.keras); default: cached")
     parser.add_argument("--teacher-arch", default=S, help="wrn-D-K, digits-cnn-W, fashion-cnn-W")
+    if teacher_only:
+        parser.add_argument("--teacher-epochs", "--epochs", type=int, default=S)
+        return
     parser.add_argument("--teacher-epochs", type=int, default=S)
     parser.add_argument("--student-arch", default=S)
     parser.add_argument("--epochs", type=int, default=S, help="student epochs")
@@ -255,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--tflite", nargs="*", default=S, help=TFLITE_HELP)
 
     teacher = command("teacher", cmd_teacher, "train and save a teacher")
-    _data_flags(teacher), _training_flags(teacher)
+    _data_flags(teacher), _training_flags(teacher, teacher_only=True)
     teacher.add_argument("--out", default="teacher.keras", help="where to save it (.keras)")
 
     export = command("export", cmd_export, "SavedModel + TFLite of a student, checked")
@@ -282,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--gamma-max", type=float, default=1e4)
     tune.add_argument("--kd-weights", type=float, nargs="*", help="KD weights to choose from")
     tune.add_argument("--objective", default="val_accuracy", help="logged metric to optimise")
-    tune.add_argument("--tuner", default="bayesian", help="random, bayesian or hyperband")
+    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="bayesian")
     tune.add_argument("--max-trials", type=int, default=10)
     tune.add_argument("--executions-per-trial", type=int, default=1, help="fits averaged per trial")
     tune.add_argument("--out", default="runs/tune", help="search directory")
@@ -313,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--torch",
         nargs="?",
-        const="../shared/bench/torch_peer.py",
-        help="also run the PyTorch peer script (default path: %(const)s)",
+        const="",
+        help="also run the PyTorch peer (default: this checkout's benchmarks/torch_peer.py)",
     )
     bench.add_argument(
         "--sp-scaling",

@@ -89,6 +89,19 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             ],
         ]
         section("Test accuracy", *_table(["model", "architecture", "test accuracy"], rows))
+        exports = summary.get("export", {}).get("table", [])
+        if exports:
+            rows = [
+                [
+                    row["model"],
+                    f"{row['bytes'] / 1024:.1f} KiB",
+                    "-" if row["accuracy"] is None else f"{row['accuracy']:.2%}",
+                    "-" if row["agreement"] is None else f"{row['agreement']:.2%}",
+                ]
+                for row in exports
+            ]
+            header = ["export", "size", "test accuracy", "agrees with student"]
+            section("Exported student (fed images as stored)", *_table(header, rows))
     if histories:
         metrics = {name: _last_row(path) for name, path in histories.items()}
         keys = sorted({k for row in metrics.values() for k in row if k != "epoch"})

@@ -76,19 +76,29 @@ def test_distill_default_writes_a_complete_run_directory(default_run):
         assert (run / name).is_file(), name
     assert (run / "similarity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((run / "summary.json").read_text())
-    for key in ("teacher_test_accuracy", "student_alone_test_accuracy", "sp_student_test_accuracy"):
-        assert 0.0 <= summary[key] <= 1.0
-        assert f"{summary[key]:.2%}" in result.stdout  # the printed table
+    assert summary["schema_version"] == 1 and summary["kind"] == "distill"
+    for key in ("teacher", "alone", "sp"):
+        assert 0.0 <= summary["accuracy"][key] <= 1.0
+        assert f"{summary['accuracy'][key]:.2%}" in result.stdout  # the printed table
     assert summary["export"]["saved_model_max_abs_diff"] < 1e-5
+    assert "| tflite float |" in result.stdout  # each export's size and accuracy
+    assert (
+        summary["phases"]["alone"]["init_fingerprint"]
+        == summary["phases"]["sp"]["init_fingerprint"]
+    )
+    assert (
+        summary["phases"]["alone"]["order_fingerprint"]
+        == summary["phases"]["sp"]["order_fingerprint"]
+    )
     sp_rows = _history(run / "sp" / "history.csv")
     assert [row["epoch"] for row in sp_rows] == ["0", "1"]
     assert float(sp_rows[0]["sp_loss"]) > 0 and "val_sp_loss" in sp_rows[0]
     assert "sp_loss" not in _history(run / "alone" / "history.csv")[0]
-    config = json.loads((run / "config.json").read_text())
+    config = json.loads((run / "config.json").read_text())["config"]
     assert (config["dataset"], config["student_arch"], config["pairs"]) == (
         "digits",
         "digits-cnn-8",
-        "group2:group2",
+        [["group2", "group2"]],
     )
 
 
@@ -115,7 +125,7 @@ def test_second_run_reuses_the_cached_teacher_and_refuses_to_overwrite(default_r
             run / phase / "history.csv"
         )
     clash = _cli("distill", "--epochs", "1", "--out", "run", env=env, cwd=run.parent)
-    assert clash.returncode == 2 and "already holds a run; pass --resume" in clash.stderr
+    assert clash.returncode == 2 and "already holds a run; pass resume" in clash.stderr
 
 
 @pytest.mark.slow
@@ -124,7 +134,7 @@ def test_evaluate_and_export_subcommands(default_run, capsys, tmp_path):
     assert main(["evaluate", str(run / "sp" / "student.keras")]) == 0
     logs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     summary = json.loads((run / "summary.json").read_text())
-    assert logs["accuracy"] == pytest.approx(summary["sp_student_test_accuracy"], abs=1e-6)
+    assert logs["accuracy"] == pytest.approx(summary["accuracy"]["sp"], abs=1e-6)
     assert (
         main(
             [
@@ -140,54 +150,146 @@ def test_evaluate_and_export_subcommands(default_run, capsys, tmp_path):
     )
     out = capsys.readouterr().out
     report = json.loads(out[out.index("{") :])
-    assert report["tflite"]["dynamic"]["argmax_agreement"] >= 0.9
+    assert report["tflite"]["dynamic"]["agreement"] >= 0.9
     assert report["saved_model_max_abs_diff"] < 1e-5
     assert (tmp_path / "x" / "student_dynamic.tflite").is_file()
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_without_losing_or_repeating_epochs(env, tmp_path):
-    args = [
-        "distill",
-        "--epochs",
-        "10",
-        "--teacher-epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--out",
-        "run",
-    ]
-    process = subprocess.Popen(
+RESUME_ARGS = ["distill", "--epochs", "4", "--teacher-epochs", "3", "--batch-size", "16"]
+
+
+def _rows(path: Path) -> int:
+    try:
+        return len(_history(path))
+    except (OSError, csv.Error):
+        return 0
+
+
+def _start(args, env, cwd):
+    return subprocess.Popen(
         [sys.executable, "-m", "keras_spkd.cli", *args],
         env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    history = tmp_path / "run" / "sp" / "history.csv"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if history.exists() and len(_history(history)) >= 3:
-            break
+
+
+def _wait_for(condition, process, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None and not condition():
         time.sleep(0.02)
     assert process.poll() is None, "the run finished before it could be interrupted"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    before = _history(history)
-    assert 3 <= len(before) < 10
-    assert not (tmp_path / "run" / "summary.json").exists()
 
-    resumed = _cli(*args, "--resume", env=env, cwd=tmp_path)
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted run, with its own fresh teacher cache."""
+    cwd = tmp_path_factory.mktemp("reference")
+    env = {**os.environ, "KERAS_SPKD_CACHE": str(cwd / "cache"), "PYTHONPATH": str(ROOT)}
+    result = _cli(*RESUME_ARGS, "--out", "run", env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd / "run", result.stdout
+
+
+def _weights(path):
+    import keras
+
+    return keras.saving.load_model(path).get_weights()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["teacher", "alone", "sp", "export"])
+def test_killed_anywhere_resume_ends_with_the_same_weights_and_table(
+    phase, reference_run, tmp_path
+):
+    """Kill -9 in each phase; --resume gives what an uninterrupted run gave, exactly."""
+    import numpy as np
+
+    reference, table = reference_run
+    env = {**os.environ, "KERAS_SPKD_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    run = tmp_path / "run"
+    conditions = {
+        "teacher": lambda: any(
+            _rows(p / "history.csv") >= 1 for p in (tmp_path / "cache").glob("teachers/*.training")
+        ),
+        "alone": lambda: _rows(run / "alone" / "history.csv") >= 2,
+        "sp": lambda: _rows(run / "sp" / "history.csv") >= 2,
+        "export": lambda: (run / "export").exists(),
+    }
+    process = _start([*RESUME_ARGS, "--out", "run"], env, tmp_path)
+    _wait_for(conditions[phase], process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert not (run / "summary.json").exists()
+
+    resumed = _cli(*RESUME_ARGS, "--out", "run", "--resume", env=env, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Phase 'alone' already finished" in resumed.stderr
-    after = _history(history)
-    assert [int(row["epoch"]) for row in after] == list(range(10))
-    kept = min(len(before), len(after))
-    assert after[: kept - 1] == before[: kept - 1]  # finished epochs untouched
-    assert (
-        json.loads((tmp_path / "run" / "summary.json").read_text())["phases"]["sp"]["epochs"] == 10
+    assert resumed.stdout.split("Run directory")[0] == table.split("Run directory")[0]
+    for name in ("alone/student.keras", "sp/student.keras"):
+        for a, b in zip(_weights(reference / name), _weights(run / name)):
+            np.testing.assert_array_equal(a, b)
+    for name in ("alone/history.csv", "sp/history.csv"):
+        assert _history(run / name) == _history(reference / name)
+
+
+@pytest.mark.slow
+def test_two_runs_in_one_directory_the_second_is_refused_at_once(env, tmp_path):
+    first = _start(
+        ["distill", "--epochs", "3", "--teacher-epochs", "2", "--out", "same"], env, tmp_path
     )
+    _wait_for(lambda: (tmp_path / "same" / "config.json").exists(), first)
+    second = _cli("distill", "--epochs", "3", "--out", "same", "--resume", env=env, cwd=tmp_path)
+    assert second.returncode == 2
+    assert "is in use by another keras-spkd run" in second.stderr
+    assert first.wait(timeout=300) == 0
+    for phase in ("alone", "sp"):  # one writer: no interleaved rows
+        assert [r["epoch"] for r in _history(tmp_path / "same" / phase / "history.csv")] == [
+            "0",
+            "1",
+            "2",
+        ]
+    assert main(["report", str(tmp_path / "same")]) == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_one_line_exits_130_and_leaves_a_resumable_run(env, tmp_path):
+    args = ["distill", "--epochs", "6", "--teacher-epochs", "2", "--batch-size", "16", "--out", "r"]
+    process = _start(args, env, tmp_path)
+    _wait_for(lambda: _rows(tmp_path / "r" / "alone" / "history.csv") >= 1, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "keras-spkd: interrupted; rerun with --resume to continue."
+    )
+    resumed = _cli(*args, "--resume", env=env, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+def test_resume_with_another_setting_is_refused_listing_it(tmp_path, monkeypatch, capsys):
+    from keras_spkd.experiment import ExperimentConfig, RunDirectory
+
+    monkeypatch.chdir(tmp_path)
+    with RunDirectory("run", ExperimentConfig()):
+        pass
+    assert main(["distill", "--out", "run", "--resume", "--gamma", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert "gamma: saved 100.0, given 5000.0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_bug_keeps_its_traceback_and_is_not_exit_code_2(monkeypatch, tmp_path):
+    from keras_spkd import experiment
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiment, "run_distill", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["distill"])
 
 
 @pytest.mark.parametrize(
@@ -199,23 +301,85 @@ def test_killed_run_resumes_without_losing_or_repeating_epochs(env, tmp_path):
         (["distill", "--pairs", "group2"], "TEACHER_LAYER:STUDENT_LAYER"),
         (["distill", "--dataset", "no_such_dataset_xyz"], "Unknown dataset"),
         (["evaluate", "nothing.keras"], "Model file 'nothing.keras' does not exist"),
+        (["distill", "--gamma", "nan"], "gamma must be finite; received nan"),
+        (["distill", "--gamma", "inf"], "gamma must be finite; received inf"),
+        (["distill", "--gamma", "-1"], "gamma must be >= 0; received -1"),
+        (["distill", "--epochs", "0"], "epochs must be >= 1; received 0"),
+        (["distill", "--epochs", "-1"], "epochs must be >= 1; received -1"),
+        (["distill", "--batch-size", "5000"], "at most the training set's size (1257"),
+        (["distill", "--batch-size", "0"], "batch_size must be >= 1; received 0"),
+        (["distill", "--batch-size", "-5"], "batch_size must be >= 1; received -5"),
+        (["compare", "--seeds", "0"], "seeds must be an integer >= 1; received 0"),
+        (["compare", "--methods", "alone,fitnets"], "Unknown method 'fitnets'"),
+        (["tune", "--max-trials", "0"], "max_trials must be an integer >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path))
-    assert main([*argv, "--out", "run"] if argv[0] == "distill" else argv) == 2
+    assert main([*argv, "--out", "run"] if argv[0] != "evaluate" else argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("keras-spkd: error: ")
     assert message in err[0]
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
 
 
-def test_config_file_supplies_option_defaults(capsys, tmp_path, monkeypatch):
+def test_config_file_supplies_defaults_that_flags_override(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "best.json").write_text(json.dumps({"pairs": "group2:from_config"}))
     assert main(["--config", "best.json", "distill", "--out", "run"]) == 2
     assert "no layer 'from_config'" in capsys.readouterr().err
+    assert main(["--config", "best.json", "distill", "--pairs", "group2:flag", "--out", "r"]) == 2
+    assert "no layer 'flag'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[1, 2]", "must be a JSON object of settings; received a list"),
+        ('{"pairs": ["a", "b"]}', "pairs expects (teacher layer, student layer) pairs"),
+        ('{"gama": 5000}', "'gama' (did you mean 'gamma'?)"),
+        ('{"epochs": 2.5}', "epochs must be an integer >= 1; received 2.5"),
+        ('{"func": "x"}', "Unknown config key(s): 'func'"),
+        ('{"gamma": [1, 2]}', "gamma lists 2 values but there are 1 layer pairs"),
+    ],
+)
+def test_config_file_problems_are_one_line_before_anything_is_written(
+    content, message, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.json").write_text(content)
+    assert main(["--config", "c.json", "distill", "--out", "run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("afile", "is a file; a run needs a directory"),
+        ("afile/run", "lies under 'afile', which is a file"),
+        ("/proc/keras-spkd-run", "Cannot create the run directory"),
+    ],
+)
+def test_out_paths_that_cannot_hold_a_run_are_one_line(out, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "afile").write_text("x")
+    argv = ["distill", "--epochs", "1", "--teacher-epochs", "1", "--out", out]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize("content", [b"not a model", b"PK\x03\x04truncated"])
+def test_export_and_evaluate_name_an_invalid_keras_file(content, capsys, tmp_path):
+    path = tmp_path / "m.keras"
+    path.write_bytes(content)
+    for argv in (["evaluate", str(path)], ["export", str(path), "--out", str(tmp_path / "x")]):
+        assert main(argv) == 2
+        assert "exists but is not a valid .keras archive" in capsys.readouterr().err
 
 
 def test_readme_commands_and_ci_agree():
@@ -226,20 +390,52 @@ def test_readme_commands_and_ci_agree():
     assert any("keras-spkd distill" in c and "pip install" in c for c in commands)
 
 
-def test_half_written_backup_restarts_the_phase_instead_of_crashing(tmp_path):
-    from keras_spkd.cli import _usable_backup
+def _backup(folder, epoch, prev=None, weights=b"", prev_weights=b""):
+    """A BackupAndRestore folder as a kill may leave it (real h5 files where asked)."""
+    import keras
 
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)  # cut off
-    (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
-    _usable_backup(backup)
-    assert list(backup.iterdir()) == []
-    # With the previous copy present, Keras's own fallback is left to work.
-    (backup / "latest.weights.h5").write_bytes(b"broken")
-    (backup / "latest.weights.h5.bkp").write_bytes(b"previous")
-    _usable_backup(backup)
-    assert (backup / "latest.weights.h5").exists()
+    folder.mkdir(exist_ok=True)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    for name, content, meta, value in (
+        ("latest.weights.h5", weights, "training_metadata.json", epoch),
+        ("latest.weights.h5.bkp", prev_weights, "training_metadata.json.bkp", prev),
+    ):
+        if content == b"ok":
+            model.save_weights(folder / "whole.weights.h5")
+            (folder / "whole.weights.h5").rename(folder / name)
+        elif content:
+            (folder / name).write_bytes(content)
+        if value is not None:
+            (folder / meta).write_text(
+                value if isinstance(value, str) else json.dumps({"epoch": value, "batch": 0})
+            )
+
+
+@pytest.mark.parametrize(
+    "state, expected, kept",
+    [
+        ({"epoch": 3, "prev": 2, "weights": b"ok", "prev_weights": b"ok"}, 3, True),
+        ({"epoch": 1, "weights": b"ok"}, 1, True),  # the first save, whole
+        # killed while writing the weights: the previous pair is restored
+        ({"epoch": 2, "prev": 2, "weights": b"\x89HDF\r\n\x1a\n", "prev_weights": b"ok"}, 2, True),
+        # killed after the new weights, before the new metadata: epoch and weights disagree
+        ({"epoch": 2, "prev": 2, "weights": b"ok", "prev_weights": b"ok"}, 2, True),
+        # killed while writing the metadata
+        ({"epoch": '{"epo', "prev": 4, "weights": b"ok", "prev_weights": b"ok"}, 4, True),
+        # the first save cut off: nothing usable, the phase restarts
+        ({"epoch": None, "weights": b"ok"}, 0, False),
+        ({"epoch": 3, "weights": b"\x89HDF\r\n\x1a\n" + b"\0" * 40}, 0, False),
+    ],
+)
+def test_a_backup_cut_by_a_kill_is_made_consistent(state, expected, kept, tmp_path):
+    from keras_spkd import _compat
+
+    folder = tmp_path / "backup"
+    _backup(folder, **state)
+    assert _compat.settle_backup(folder) == expected
+    assert folder.exists() == kept
+    if kept:
+        assert _compat.backup_epoch(folder) == expected
 
 
 class _Page(HTMLParser):
@@ -355,8 +551,7 @@ def test_the_teacher_does_not_depend_on_which_command_trained_it(tmp_path):
         result = _cli(*argv, env=env, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
     alone = keras.saving.load_model(tmp_path / "t.keras")
-    cached = keras.saving.load_model(
-        tmp_path / "cache" / "teachers" / "digits-digits-cnn-32-e1-s0.keras"
-    )
+    (cached_path,) = (tmp_path / "cache" / "teachers").glob("digits-digits-cnn-32-e1-s0-*.keras")
+    cached = keras.saving.load_model(cached_path)
     for a, b in zip(alone.get_weights(), cached.get_weights()):
         np.testing.assert_array_equal(a, b)

@@ -161,10 +161,12 @@ def _phase(phase: str, run_dir: Path, config, data, teacher) -> dict:
                 every_n_epochs=max(1, config.epochs // 10),
                 out_dir=phase_dir / "similarity",
                 log_dir=phase_dir / "tensorboard",
+                log_metrics=False,  # Keras's own TensorBoard below writes the scalars
             )
         )
     else:
         model = trainable(student)
+    callbacks.append(keras.callbacks.TensorBoard(str(phase_dir / "tensorboard")))
     logger.info(
         "Training the student %s (%s) for %d epochs",
         config.student_arch,
@@ -220,12 +222,33 @@ def _finish(run_dir, config, data, teacher, teacher_meta, teacher_accuracy, resu
         similarity_png=_heat_map(run_dir, config, data, teacher),
     )
     write_report(run_dir)
-    return RunSummary(dict(summary["accuracy"]), str(run_dir), summary, accuracy_table(summary))
+    table = accuracy_table(summary) + "\n\n" + export_table(export)
+    return RunSummary(dict(summary["accuracy"]), str(run_dir), summary, table)
 
 
 def _export(run_dir: Path, config, data) -> dict:
     from keras_spkd.export import export_student
 
     best = keras.saving.load_model(run_dir / "sp" / "student.keras")
-    report = export_student(best, run_dir / "export", data.probe[0], tflite=config.tflite)
-    return report.as_dict()
+    x_test, y_test = data.arrays["test"]
+    report = export_student(
+        best,
+        run_dir / "export",
+        x_test,
+        config.tflite,
+        test_labels=y_test,
+        preprocessing=data.preprocessing,
+        calibration_images=data.arrays["train"][0],
+        seed=config.seed,
+    )
+    return {**report.as_dict(), "table": report.table()}
+
+
+def export_table(export: dict) -> str:
+    """Each exported variant's size and test accuracy, next to the Keras student's."""
+    lines = ["| export | size | test accuracy | agrees with student |", "|---|---|---|---|"]
+    for row in export.get("table", []):
+        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
+        agree = "-" if row["agreement"] is None else f"{row['agreement']:.2%}"
+        lines.append(f"| {row['model']} | {row['bytes'] / 1024:.1f} KiB | {acc} | {agree} |")
+    return "\n".join(lines)

@@ -15,8 +15,11 @@ from keras_spkd.summary import atomic_write_json
 LOCK_NAME = ".keras-spkd.lock"
 
 
-def check_out_path(out: str | os.PathLike) -> Path:
-    """`out` as a directory that can be created and written, or a clear error."""
+def check_out_path(out: str | os.PathLike, create: bool = False) -> Path:
+    """`out` as a directory that can be created and written, or a clear error.
+
+    Creates it only with `create` (checks made before training write nothing).
+    """
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise RunDirectoryError(f"--out {str(path)!r} is a file; a run needs a directory.")
@@ -26,7 +29,14 @@ def check_out_path(out: str | os.PathLike) -> Path:
                 raise RunDirectoryError(
                     f"--out {str(path)!r} lies under {str(parent)!r}, which is a file."
                 )
+            if not os.access(parent, os.W_OK | os.X_OK) and not path.exists():
+                raise RunDirectoryError(
+                    f"Cannot create the run directory {str(path)!r}: {str(parent)!r} is not "
+                    "writable."
+                )
             break
+    if not create:
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -65,7 +75,7 @@ class RunDirectory:
         extra: dict | None = None,
         overwrite: bool = False,
     ):
-        self.path = check_out_path(out)
+        self.path = check_out_path(out, create=True)
         self.config = config
         self.resume = resume
         self.kind = kind

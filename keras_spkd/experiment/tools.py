@@ -57,7 +57,18 @@ def run_export(model_path, config: ExperimentConfig, out: str | os.PathLike) -> 
             f"{model_path} takes inputs of shape {tuple(student.inputs[0].shape[1:])} but "
             f"{config.dataset!r} has images of shape {data.input_shape}; pass its --dataset."
         )
-    return export_student(student, out, data.probe[0], tflite=config.tflite).as_dict()
+    x_test, y_test = data.arrays["test"]
+    report = export_student(
+        student,
+        out,
+        x_test,
+        config.tflite,
+        test_labels=y_test,
+        preprocessing=data.preprocessing,
+        calibration_images=data.arrays["train"][0],
+        seed=config.seed,
+    )
+    return {**report.as_dict(), "table": report.table()}
 
 
 def run_evaluate(model_path, config: ExperimentConfig) -> dict:
