@@ -123,3 +123,14 @@ class MultiWorkerFitMixin:
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
         return logs
+
+
+# Keras's cache folder: `$KERAS_HOME` as read once when Keras was imported, else
+# ~/.keras (or /tmp/.keras where that is not writable). `keras.datasets.*.load_data()`
+# look for their files there; Keras has no public accessor for it
+# (keras/src/backend/config.py `keras_home`).
+def keras_home() -> str:
+    """The folder `keras.utils.get_file` caches into (Keras's own choice)."""
+    from keras.src.backend import config
+
+    return config.keras_home()

@@ -208,7 +208,7 @@ def cifar_augment(image: tf.Tensor, seed: int | None = None) -> tf.Tensor:
     return pad_crop_flip(image, tf.constant([0 if seed is None else seed, 0], tf.int64))
 
 
-def _split_train_val(x, y, seed: int, val_fraction: float):
+def _split_train_val(x, y, seed: int, val_fraction: float | int):
     from sklearn.model_selection import train_test_split
 
     x_train, x_val, y_train, y_val = train_test_split(
@@ -280,10 +280,9 @@ def load_digits(batch_size: int = 64, seed: int = 0, probe_size: int = 64) -> Da
 
 
 def _keras_datasets_dir() -> Path:
-    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    if not os.access(base, os.W_OK) and not os.environ.get("KERAS_HOME"):
-        base = os.path.join("/tmp", ".keras")  # where Keras itself falls back
-    return Path(base) / "datasets" / "fashion-mnist"
+    from keras_spkd import _compat
+
+    return Path(_compat.keras_home()) / "datasets" / "fashion-mnist"
 
 
 def find_fashion_mnist(data_dir: str | None = None) -> Path | None:
@@ -368,7 +367,9 @@ def load_fashion_mnist(
     """
     (x_train, y_train), (x_test, y_test) = fashion_mnist_arrays(data_dir, download)
     x_train, x_test = x_train[..., None], x_test[..., None]
-    train, val = _split_train_val(x_train, y_train.astype("int32"), seed, val_size / len(y_train))
+    if val_size >= len(y_train):  # a subset of the files (tests): a tenth for validation
+        val_size = max(10, len(y_train) // 10)
+    train, val = _split_train_val(x_train, y_train.astype("int32"), seed, val_size)
     scaled = train[0].astype("float32") / 255.0
     return DataBundle(
         "fashion_mnist",

@@ -1,4 +1,7 @@
-"""Datasets: the embedded digits, TFDS on a locally prepared directory, offline errors."""
+"""Datasets: the embedded digits, Fashion-MNIST, TFDS on a prepared directory, offline errors."""
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +110,104 @@ def test_unprepared_and_unknown_datasets_give_one_clear_error(tmp_path):
         load_tfds("cifar10", data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset_xyz'"):
         load_dataset("no_such_dataset_xyz", data_dir=str(tmp_path))
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(
+    not (FASHION / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST is not installed (Debian: apt-get install dataset-fashion-mnist)",
+)
+
+
+@pytest.fixture
+def empty_keras_home(tmp_path, monkeypatch):
+    """An empty Keras cache, so the files must be found where Debian puts them."""
+    from keras.src.backend import config  # Keras reads KERAS_HOME once, at import
+
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "keras_home"))
+    return tmp_path / "keras_home"
+
+
+@needs_fashion
+def test_fashion_mnist_real_files_have_the_published_shapes_and_classes(empty_keras_home):
+    from keras_spkd.data import fashion_mnist_arrays, load_fashion_mnist
+
+    (x_train, y_train), (x_test, y_test) = fashion_mnist_arrays()
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert x_train.dtype == np.uint8 and y_train.dtype == np.uint8
+    assert np.bincount(y_train).tolist() == [6000] * 10
+    assert np.bincount(y_test).tolist() == [1000] * 10
+    # Placed in Keras's own cache, where keras.datasets looks without downloading.
+    assert (empty_keras_home / "datasets" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").is_file()
+    data = load_fashion_mnist(batch_size=128, seed=0)
+    sizes = {split: len(y) for split, (_, y) in data.arrays.items()}
+    assert sizes == {"train": 54000, "val": 6000, "test": 10000}
+    assert np.bincount(data.arrays["val"][1]).tolist() == [600] * 10  # stratified, seeded
+    assert data.steps_per_epoch == 54000 // 128
+    x, y = next(iter(data.epochs(0)))
+    assert x.shape == (128, 28, 28, 1) and x.dtype == tf.float32
+    assert abs(float(tf.reduce_mean(data.preprocess(data.arrays["train"][0][:5000])))) < 0.05
+    other = load_fashion_mnist(seed=1)
+    assert not np.array_equal(other.arrays["val"][1], data.arrays["val"][1])
+
+
+def test_fashion_mnist_missing_gives_one_line_naming_both_ways(tmp_path, monkeypatch):
+    from keras.src.backend import config
+
+    from keras_spkd import data as data_module
+    from keras_spkd.errors import DataError
+
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(DataError) as error:
+        data_module.load_fashion_mnist()
+    text = str(error.value)
+    assert "apt-get install dataset-fashion-mnist" in text and "--download" in text
+    assert "\n" not in text
+
+
+def test_fashion_mnist_from_a_data_dir(tmp_path, monkeypatch, empty_keras_home):
+    """Files given by --data-dir are used (here: small real-format IDX files)."""
+    import gzip
+    import struct
+
+    from keras_spkd import data as data_module
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for prefix, n in (("train", 300), ("t10k", 100)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = np.arange(n, dtype=np.uint8) % 10
+        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    data = data_module.load_fashion_mnist(batch_size=32, data_dir=str(folder), val_size=50)
+    assert len(data.arrays["train"][1]) == 250 and len(data.arrays["test"][1]) == 100
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_fashion_mnist_end_to_end_on_a_few_hundred_real_images(
+    empty_keras_home, tmp_path, monkeypatch
+):
+    """distill --dataset fashion_mnist: real images, the preset models, export of stored uint8."""
+    from keras_spkd import data as data_module
+    from keras_spkd.cli import main
+
+    real = data_module.fashion_mnist_arrays
+
+    def few(*args, **kwargs):
+        (x, y), (xt, yt) = real(*args, **kwargs)
+        return (x[:600], y[:600]), (xt[:200], yt[:200])
+
+    monkeypatch.setattr(data_module, "fashion_mnist_arrays", few)
+    monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "cache"))
+    argv = ["distill", "--dataset", "fashion_mnist", "--epochs", "1", "--teacher-epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["student_arch"] == "fashion-cnn-4"
+    assert summary["export"]["input_dtype"] == "uint8"  # takes images as stored
+    assert 0.0 <= summary["accuracy"]["sp"] <= 1.0

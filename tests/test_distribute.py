@@ -183,7 +183,8 @@ def test_cli_trains_under_a_mirrored_strategy_and_rejects_multi_worker_without_c
         timeout=600,
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["strategy"] == "mirrored"
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["config"]["strategy"] == "mirrored"
     bad = subprocess.run(
         [
             sys.executable,
@@ -292,7 +293,9 @@ def test_cli_distill_on_two_local_workers(tmp_path):
     _finish(workers, tmp_path, timeout=400)
     chief, other = tmp_path / "run", tmp_path / "run" / "worker1"  # one directory per worker
     for run in (chief, other):
-        assert json.loads((run / "summary.json").read_text())["strategy"] == "multi_worker"
+        assert (
+            json.loads((run / "summary.json").read_text())["config"]["strategy"] == "multi_worker"
+        )
     for phase in ("alone", "sp"):
         a = keras.saving.load_model(chief / phase / "student.keras")
         b = keras.saving.load_model(other / phase / "student.keras")
