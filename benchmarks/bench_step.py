@@ -1,15 +1,46 @@
-"""Distillation step-time benchmark (a script, not a test).
+"""Distillation step-time benchmark through the Python API (a script, not a test).
 
     python benchmarks/bench_step.py                      # WRN-16-2 -> WRN-16-1, b=128
     python benchmarks/bench_step.py --jit --teacher-dtype bfloat16 --torch
-    python benchmarks/bench_step.py --sp-scaling         # the SP loss alone, b x d grid
 
-Same as `keras-spkd bench`; figures are recorded in benchmarks/RESULTS.md.
+The same figures as `keras-spkd bench`; recorded in benchmarks/RESULTS.md.
 """
 
-import sys
+import argparse
 
-from keras_spkd.cli import main
+from keras_spkd import bench
 
-if __name__ == "__main__":
-    sys.exit(main(["bench", *sys.argv[1:]]))
+parser = argparse.ArgumentParser()
+parser.add_argument("--teacher-arch", default="wrn-16-2")
+parser.add_argument("--student-arch", default="wrn-16-1")
+parser.add_argument("--pair", default="group3:group3")
+parser.add_argument("--batch-size", type=int, default=128)
+parser.add_argument("--image-size", type=int, default=32)
+parser.add_argument("--steps", type=int, default=6)
+parser.add_argument("--rounds", type=int, default=5)
+parser.add_argument("--jit", action="store_true")
+parser.add_argument("--teacher-dtype", choices=("bfloat16", "float16"))
+parser.add_argument("--torch", action="store_true", help="also run benchmarks/torch_peer.py")
+args = parser.parse_args()
+
+result = bench.run_step_benchmark(
+    args.teacher_arch,
+    args.student_arch,
+    tuple(args.pair.split(":")),
+    args.batch_size,
+    args.image_size,
+    args.steps,
+    args.rounds,
+    args.jit,
+    teacher_dtype=args.teacher_dtype,
+)
+torch = None
+if args.torch:
+    torch = bench.run_torch_peer(
+        None,
+        args.batch_size,
+        args.steps * args.rounds,
+        args.teacher_arch.removeprefix("wrn-").replace("-", ","),
+        args.student_arch.removeprefix("wrn-").replace("-", ","),
+    )
+print(bench.format_report(result, torch))

@@ -111,9 +111,7 @@ def test_config_round_trips_through_json(tmp_path):
     assert ExperimentConfig(dataset="fashion_mnist").student_arch == "fashion-cnn-4"
 
 
-def test_batch_larger_than_the_training_set_is_refused_before_anything_is_written(
-    tmp_path, no_fit
-):
+def test_batch_larger_than_the_training_set_is_refused_before_anything_is_written(tmp_path, no_fit):
     with pytest.raises(ConfigError, match="at most the training set's size \\(1257"):
         experiment.run_distill(ExperimentConfig(batch_size=5000), out=tmp_path / "run")
     assert no_fit == [] and not (tmp_path / "run").exists()
@@ -335,3 +333,39 @@ def test_data_order_is_a_function_of_seed_and_epoch():
     assert data.order_fingerprint(0) != data.order_fingerprint(1)
     assert data.with_seed(1).order_fingerprint(0) != data.order_fingerprint(0)
     json.dumps(data.preprocessing)  # recorded in summaries as it is
+
+
+# Issue "Layer pairs found for the user": --pairs auto, resolved once and recorded.
+def test_pairs_auto_is_resolved_before_training_and_recorded(tmp_path):
+    config = ExperimentConfig(pairs="auto", **TINY)
+    assert config.pairs == "auto"
+    summary = experiment.run_distill(config, out=tmp_path / "run")
+    assert summary.summary["config"]["pairs"] == [["group2", "group2"]]  # the paper's choice
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert saved["pairs"] == "auto"  # as given: resuming with "auto" is the same run
+    result = experiment.run_compare(config, methods="alone,sp", seeds=1, out=tmp_path / "c")
+    assert "pairs group2:group2" in result.table
+
+
+def test_layers_command_marks_stage_ends(tmp_path, capsys):
+    from keras_spkd.cli import main
+    from keras_spkd.models import fashion_cnn
+
+    fashion_cnn(4).save(tmp_path / "s.keras")
+    assert main(["layers", str(tmp_path / "s.keras")]) == 0
+    out = capsys.readouterr().out
+    stage_rows = [line for line in out.splitlines() if "stage end" in line and "|" in line]
+    assert [row.split("|")[1].strip() for row in stage_rows] == ["group1", "group2", "group3"]
+
+
+def test_search_pair_candidates_auto_are_every_suggested_stage(tmp_path):
+    result = experiment.run_search(
+        ExperimentConfig(**TINY),
+        tuner="random",
+        max_trials=2,
+        out=tmp_path / "t",
+        pair_candidates="auto",
+    )
+    assert {row["pair"] for row in result.trials} <= {"group1:group1", "group2:group2"}
+    assert result.best_config.pairs[0] in [("group1", "group1"), ("group2", "group2")]
+    assert (tmp_path / "t" / "best_config.json").is_file()
