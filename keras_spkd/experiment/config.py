@@ -144,7 +144,7 @@ class ExperimentConfig:
         gamma: SP weight gamma (>= 0), one float or one per pair.
         kd_weight, temperature: Hinton KD weight (>= 0) and temperature (> 0).
         at_weight, at_pairs: Attention-transfer weight and pairs (compare).
-        tflite: TFLite exports of the distilled student.
+        tflite: TFLite variants of the distilled student (float, dynamic, int8; all by default).
 
     Example:
 
@@ -174,7 +174,7 @@ class ExperimentConfig:
     at_weight: float = 0.0
     at_pairs: Any = None
     epochs: int | None = None
-    tflite: tuple[str, ...] = field(default=("float",))
+    tflite: tuple[str, ...] = field(default=("float", "dynamic", "int8"))
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset.strip():
