@@ -226,6 +226,7 @@ def test_killed_anywhere_resume_ends_with_the_same_weights_and_table(
 
     resumed = _cli(*RESUME_ARGS, "--out", "run", "--resume", env=env, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+
     def rows(out):
         return [line for line in out.splitlines() if line.startswith("| ")]
 
