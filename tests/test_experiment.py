@@ -250,8 +250,8 @@ def test_two_processes_never_train_one_entry_at_once(cached):
     done = []
     worker = threading.Thread(target=lambda: done.append(cache.get(other, data)))
     worker.start()
-    time.sleep(1.0)
-    assert not done and not path.exists()  # waiting for the holder, not training
+    worker.join(timeout=1.0)
+    assert worker.is_alive() and not path.exists()  # waiting for the holder, not training
     lock.release()
     worker.join(timeout=120)
     assert done and path.exists()
