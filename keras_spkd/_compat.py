@@ -73,7 +73,9 @@ def settle_backup(backup_dir: str | Path) -> int:
     if epoch is not None and epoch != old_epoch and _readable_h5(weights):
         return epoch
     if old_epoch is not None and _readable_h5(old_weights):
-        logger.warning("The backup in %s was cut off mid-write; using the one before", folder)
+        logger.warning(
+            "Resuming %s from its previous checkpoint (the last was interrupted)", folder
+        )
         for source, target in ((old_weights, weights), (old_metadata, metadata)):
             tmp = target.with_name(target.name + ".restoring")
             shutil.copyfile(source, tmp)

@@ -19,7 +19,13 @@ from keras_spkd import __version__
 
 logger = logging.getLogger("keras_spkd")
 S = argparse.SUPPRESS  # config flags appear in the namespace only when given
-PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+PATH_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 TFLITE_HELP = "TFLite exports: float, dynamic, int8 (none: give the flag no values)"
 
 
@@ -29,7 +35,7 @@ def _config_fields() -> list[str]:
     return ExperimentConfig.field_names()
 
 
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace, distilling: bool = True):
     """`--config` file (if any), overlaid with the flags given, as an `ExperimentConfig`.
 
     With `--resume`, the run directory's saved settings are the base instead,
@@ -43,6 +49,8 @@ def build_config(args: argparse.Namespace):
     if getattr(args, "resume", False):
         values = RunDirectory.saved_config(args.out) or values
     given = {k: v for k, v in vars(args).items() if k in _config_fields()}
+    if not distilling:  # evaluate / export: no SP term, so any b >= 1 will do
+        given.setdefault("gamma", 0.0)
     if "dataset" in given and values.get("dataset") not in (None, given["dataset"]):
         values = {}  # another dataset: its own presets, not the file's
     return ExperimentConfig.from_dict({**values, **given})
@@ -118,14 +126,14 @@ def cmd_teacher(args) -> int:
 def cmd_export(args) -> int:
     from keras_spkd.experiment import run_export
 
-    print(json.dumps(run_export(args.model, build_config(args), args.out), indent=2))
+    print(json.dumps(run_export(args.model, build_config(args, False), args.out), indent=2))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from keras_spkd.experiment import run_evaluate
 
-    print(json.dumps(run_evaluate(args.model, build_config(args))))
+    print(json.dumps(run_evaluate(args.model, build_config(args, False))))
     return 0
 
 
@@ -142,13 +150,26 @@ def cmd_report(args) -> int:
 
     if not Path(args.run_dir).is_dir():
         raise RunDirectoryError(f"Run directory {args.run_dir!r} does not exist.")
-    page, markdown = write_report(args.run_dir)
+    try:
+        page, markdown = write_report(args.run_dir)
+    except (ValueError, KeyError, OSError) as error:  # files changed by hand, or another kind
+        raise RunDirectoryError(f"Cannot report on {args.run_dir!r}: {error}") from error
     print(f"Report: {page} (markdown: {markdown})")
     return 0
 
 
 def cmd_bench(args) -> int:
     from keras_spkd import bench
+    from keras_spkd.errors import ConfigError
+
+    for name, low in (("steps", 2), ("rounds", 1), ("batch_size", 2), ("image_size", 8)):
+        if getattr(args, name) < low:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be >= {low}; received {getattr(args, name)}.")
+    if len(args.pair.split(":")) != 2 or not all(args.pair.split(":")):
+        raise ConfigError(f"--pair expects TEACHER_LAYER:STUDENT_LAYER; received {args.pair!r}.")
+    if args.json:
+        Path(args.json).touch()  # a bad path fails now, not after minutes of timing
 
     if args.torch is not None:  # before minutes of timing
         args.torch = bench.find_torch_peer(args.torch or None)

@@ -58,6 +58,12 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             "--out directory of `keras-spkd distill`."
         )
     summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
+    kind = summary.get("kind") or json.loads(config_path.read_text()).get("kind", "distill")
+    if kind != "distill":
+        raise ValueError(
+            f"{str(run_dir)!r} holds a {kind} run; the report covers distill runs "
+            f"(see {kind}'s results.md / summary.json)."
+        )
     config = summary.get("config") or json.loads(config_path.read_text()).get("config", {})
     histories = {
         PHASE_TITLES[p]: run_dir / p / "history.csv"

@@ -560,3 +560,88 @@ def test_the_teacher_does_not_depend_on_which_command_trained_it(tmp_path):
     cached = keras.saving.load_model(cached_path)
     for a, b in zip(alone.get_weights(), cached.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# Found by a hostile-user pass over this round's CLI.
+def test_a_refused_out_is_left_untouched(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    assert main(["distill", "--out", "mine"]) == 2
+    assert "holds no keras-spkd run" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def test_resume_with_another_teacher_file_is_refused(tmp_path, monkeypatch, capsys):
+    import keras
+
+    from keras_spkd.experiment import ExperimentConfig, RunDirectory
+    from keras_spkd.experiment.session import teacher_record
+    from keras_spkd.models import digits_cnn
+
+    monkeypatch.chdir(tmp_path)
+    keras.utils.set_random_seed(0)
+    digits_cnn(8).save("t.keras")
+    config = ExperimentConfig(teacher="t.keras")
+    with RunDirectory("run", config, extra=teacher_record(config)):
+        pass
+    keras.utils.set_random_seed(1)
+    digits_cnn(8).save("t.keras")  # another teacher under the same name
+    assert main(["distill", "--out", "run", "--resume"]) == 2
+    assert "teacher_sha256: saved" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tune", "--gamma-max", "nan", "--out", "t"], "gamma_range must be a finite number"),
+        (["teacher", "--out", "afile/t.keras"], "afile"),
+        (["export", "m.keras", "--out", "afile"], "exists and is not empty"),
+        (["bench", "--steps", "1"], "--steps must be >= 2"),
+        (["bench", "--pair", "a:b:c"], "--pair expects TEACHER_LAYER:STUDENT_LAYER"),
+        (["report", "cmp"], "holds a compare run; the report covers distill runs"),
+        (["distill", "--data-dir", "/nonexistent"], "data_dir '/nonexistent' is not a directory"),
+    ],
+)
+def test_more_bad_input_is_one_line(argv, message, tmp_path, monkeypatch, capsys):
+    import keras
+
+    from keras_spkd.experiment import ExperimentConfig, RunDirectory
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten()]).save("m.keras")
+    with RunDirectory("cmp", ExperimentConfig(), kind="compare"):
+        pass
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "t").exists()
+
+
+def test_evaluate_takes_any_batch_size(tmp_path, capsys):
+    from keras_spkd.models import digits_cnn
+
+    digits_cnn(4).save(tmp_path / "s.keras")
+    assert main(["evaluate", str(tmp_path / "s.keras"), "--batch-size", "1"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_damaged_results_are_redone_to_the_same_table(env, tmp_path):
+    args = ["distill", "--epochs", "2", "--teacher-epochs", "1", "--tflite", "float"]
+    first = _cli(*args, "--out", "run", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = tmp_path / "run"
+    (run / "alone" / "result.json").write_text('{"test_acc')
+    (run / "sp" / "student.keras").write_bytes(b"PK\x03\x04cut")
+    (run / "student_init.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\ncut")
+    (run / "summary.json").unlink()
+    again = _cli(*args, "--out", "run", "--resume", env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stderr.count("damaged") == 3
+
+    def rows(out):
+        return [line for line in out.splitlines() if line.startswith("| ")]
+
+    assert rows(again.stdout) == rows(first.stdout)

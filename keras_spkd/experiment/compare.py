@@ -26,14 +26,17 @@ from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.rundir import RunDirectory, check_out_path
 from keras_spkd.experiment.session import (
     load_data,
+    prepare_cache,
     resolve_pairs,
     strategy_for,
+    teacher_record,
 )
 from keras_spkd.experiment.teacher import get_teacher
 from keras_spkd.experiment.training import (
     accuracy,
     build,
     finish_phase,
+    read_result,
     run_phase,
     trainable,
     weights_fingerprint,
@@ -220,6 +223,8 @@ def run_compare(
     >>> result = experiment.run_compare(config, methods=("alone", "sp"), seeds=5)
     >>> result.methods["sp"]["diff_mean"]
     """
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError(f"config must be an ExperimentConfig; received {type(config).__name__}.")
     methods = parse_methods(methods or (PRIVILEGED_METHODS if privileged else DEFAULT_METHODS))
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"seeds must be an integer >= 1; received {seeds!r}.")
@@ -231,6 +236,7 @@ def run_compare(
         raise ConfigError("Method 'sp' needs gamma > 0; received gamma 0.")
     strategy = strategy_for(config)
     extra = {"methods": methods, "seeds": seeds, "privileged": privileged}
+    extra.update(teacher_record(config))
     with strategy.scope():  # every check before the run directory is touched
         data = load_data(config)
         check_out_path(out)
@@ -238,6 +244,7 @@ def run_compare(
         if config.teacher:
             probe_teacher = get_teacher(config, data)[0]
         else:
+            prepare_cache()
             keras.utils.set_random_seed(config.seed)
             probe_teacher = build(config.teacher_arch, data, config, "teacher")
         _check_methods(methods, probe_teacher, data, config, student_shape, privileged)
@@ -320,11 +327,10 @@ def _one_run(
     test,
     teacher_accuracy,
 ) -> dict:
-    import json
 
-    done = phase_dir / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    done = read_result(phase_dir)
+    if done is not None:
+        return done
     student = build(config.student_arch, data, config, "student", student_shape)
     student.set_weights(initial.get_weights())
     start_fingerprint = weights_fingerprint(student)

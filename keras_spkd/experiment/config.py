@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,11 +68,11 @@ def parse_pairs(value: Any, name: str = "pairs") -> list[tuple[str, str]] | str:
         if value.strip() == "auto":
             return "auto"
         items = [item.strip().partition(":") for item in value.split(",")]
-        if not all(sep and t and s for t, sep, s in items):
+        if not all(sep and t and s and ":" not in s for t, sep, s in items):
             raise ConfigError(
                 f"{name} expects TEACHER_LAYER:STUDENT_LAYER[,...] or 'auto'; received {value!r}."
             )
-        return [(t, s) for t, _, s in items]
+        return parse_pairs([[t, s] for t, _, s in items], name)
     if isinstance(value, (list, tuple)) and value:
         pairs = []
         for item in value:
@@ -85,6 +86,8 @@ def parse_pairs(value: Any, name: str = "pairs") -> list[tuple[str, str]] | str:
                     f'[["group3", "group3"]]; received {value!r}.'
                 )
             pairs.append((item[0], item[1]))
+        if len(set(pairs)) != len(pairs):
+            raise ConfigError(f"{name} lists a pair twice: {value!r}.")
         return pairs
     raise ConfigError(
         f"{name} expects 'auto', 'T:S[,...]' or a list of [teacher, student] names; "
@@ -92,16 +95,18 @@ def parse_pairs(value: Any, name: str = "pairs") -> list[tuple[str, str]] | str:
     )
 
 
-def _int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+def _int(name: str, value: Any, low: int, high: int = 10**9) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name} must be an integer >= {low}; received {value!r}.")
     if value < low:
         raise ConfigError(f"{name} must be >= {low}; received {value}.")
-    return value
+    if value > high:
+        raise ConfigError(f"{name} must be at most {high:,}; received {value}.")
+    return int(value)
 
 
 def _float(name: str, value: Any, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{name} must be a number; received {value!r}.")
     value = float(value)
     if not math.isfinite(value):
@@ -193,10 +198,15 @@ class ExperimentConfig:
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise ConfigError(f"{name} must be a path; received {value!r}.")
             if value is not None:
+                if not os.fspath(value):
+                    raise ConfigError(f"{name} must be a path; received an empty string.")
                 setattr(self, name, os.fspath(value))
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ConfigError(f"data_dir {self.data_dir!r} is not a directory.")
         for name in ("teacher_arch", "student_arch"):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{name} must be a zoo name; received {getattr(self, name)!r}.")
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{name} must be a zoo name; received {value!r}.")
         self.batch_size = _int("batch_size", self.batch_size, 1)
         self.seed = _int("seed", self.seed, 0)
         self.epochs = _int("epochs", self.epochs, 1)

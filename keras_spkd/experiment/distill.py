@@ -16,12 +16,19 @@ import keras
 from keras_spkd.errors import ConfigError
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.rundir import RunDirectory, check_out_path
-from keras_spkd.experiment.session import load_data, resolve_pairs, strategy_for
+from keras_spkd.experiment.session import (
+    load_data,
+    prepare_cache,
+    resolve_pairs,
+    strategy_for,
+    teacher_record,
+)
 from keras_spkd.experiment.teacher import get_teacher
 from keras_spkd.experiment.training import (
     accuracy,
     build,
     finish_phase,
+    read_result,
     run_phase,
     save_model,
     trainable,
@@ -111,9 +118,11 @@ def run_distill(
         if config.teacher:
             get_teacher(config, data)
         else:  # the pairs, on the architecture, before spending time on a teacher
+            prepare_cache()
             keras.utils.set_random_seed(config.seed)
             resolve_pairs(config, build(config.teacher_arch, data, config, "teacher"), data)
-    with RunDirectory(out, config, resume=resume, kind="distill") as run_dir:
+    extra = teacher_record(config)
+    with RunDirectory(out, config, resume=resume, kind="distill", extra=extra) as run_dir:
         with strategy.scope():
             teacher, teacher_meta = get_teacher(config, data)
             config = resolve_pairs(config, teacher, data)
@@ -132,15 +141,25 @@ def run_distill(
 
 
 def _phase(phase: str, run_dir: Path, config, data, teacher) -> dict:
-    import json
 
     from keras_spkd.distiller import SPDistiller
 
     phase_dir = run_dir / phase
-    if (phase_dir / "result.json").exists():
-        return json.loads((phase_dir / "result.json").read_text())
+    done = read_result(phase_dir, "student.keras")
+    if done is not None:
+        return done
     student = build(config.student_arch, data, config, "student")
-    student.load_weights(run_dir / "student_init.weights.h5")
+    try:
+        student.load_weights(run_dir / "student_init.weights.h5")
+    except (OSError, ValueError) as error:  # damaged by hand: the seed rebuilds it exactly
+        logger.warning(
+            "student_init.weights.h5 is damaged (%s); rebuilding it from the seed", error
+        )
+        keras.utils.set_random_seed(config.seed)
+        student = build(config.student_arch, data, config, "student")
+        tmp = run_dir / ".student_init.partial.weights.h5"
+        student.save_weights(tmp)
+        tmp.replace(run_dir / "student_init.weights.h5")
     initial = weights_fingerprint(student)
     callbacks = []
     if phase == "sp":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -13,6 +14,14 @@ from keras_spkd.experiment.config import ExperimentConfig, differences
 from keras_spkd.summary import atomic_write_json
 
 LOCK_NAME = ".keras-spkd.lock"
+logger = logging.getLogger("keras_spkd")
+
+
+def _foreign(path: Path) -> bool:
+    """Whether `path` holds anything but a lock file and per-worker folders."""
+    return path.is_dir() and any(
+        p.name != LOCK_NAME and not p.name.startswith("worker") for p in path.iterdir()
+    )
 
 
 def check_out_path(out: str | os.PathLike, create: bool = False) -> Path:
@@ -75,6 +84,18 @@ class RunDirectory:
         extra: dict | None = None,
         overwrite: bool = False,
     ):
+        if not isinstance(config, ExperimentConfig):
+            raise TypeError(
+                f"config must be an ExperimentConfig; received {type(config).__name__}."
+            )
+        path = check_out_path(out)
+        if not overwrite and not (path / "config.json").exists() and _foreign(path):
+            raise RunDirectoryError(  # refused before the lock file is created there
+                f"{str(path)!r} is not empty and holds no keras-spkd run; choose an empty "
+                "or new --out."
+            )
+        if resume and not (path / "config.json").exists():
+            logger.warning("Nothing to resume in %s; starting a new run there", path)
         self.path = check_out_path(out, create=True)
         self.config = config
         self.resume = resume
@@ -122,6 +143,11 @@ class RunDirectory:
                 saved = json.loads(record.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise RunDirectoryError(f"{record} is not valid JSON ({error}).") from error
+            if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+                raise RunDirectoryError(
+                    f"{record} is not a keras-spkd run record (no settings object in it); "
+                    "it was changed by hand. Start a new run in another --out."
+                )
             given = self._recorded()
             flat_saved = {
                 **{k: v for k, v in saved.items() if k != "config"},
@@ -135,9 +161,7 @@ class RunDirectory:
                     + "; ".join(changed)
                     + ". Resume with the saved settings, or choose another --out."
                 )
-        elif any(
-            p.name != LOCK_NAME and not p.name.startswith("worker") for p in self.path.iterdir()
-        ):
+        elif _foreign(self.path):
             raise RunDirectoryError(
                 f"{str(self.path)!r} is not empty and holds no keras-spkd run; choose an empty "
                 "or new --out."
@@ -152,6 +176,9 @@ class RunDirectory:
         if not record.is_file():
             return None
         try:
-            return json.loads(record.read_text()).get("config")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+            saved = json.loads(record.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RunDirectoryError(f"{record} is not valid JSON ({error}).") from error
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise RunDirectoryError(f"{record} is not a keras-spkd run record.")
+        return saved["config"]

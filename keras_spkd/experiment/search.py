@@ -15,7 +15,13 @@ from pathlib import Path
 from keras_spkd.errors import ConfigError
 from keras_spkd.experiment.config import ExperimentConfig, parse_pairs
 from keras_spkd.experiment.rundir import RunDirectory, check_out_path
-from keras_spkd.experiment.session import load_data, resolve_pairs, strategy_for
+from keras_spkd.experiment.session import (
+    load_data,
+    prepare_cache,
+    resolve_pairs,
+    strategy_for,
+    teacher_record,
+)
 from keras_spkd.experiment.teacher import get_teacher
 from keras_spkd.experiment.training import build, optimizer, verbosity
 from keras_spkd.summary import atomic_write_json, write_summary
@@ -113,13 +119,16 @@ def run_search(
         trial_tensorboard,
     )
 
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError(f"config must be an ExperimentConfig; received {type(config).__name__}.")
     if tuner not in TUNERS:
         raise ConfigError(f"tuner must be one of {', '.join(TUNERS)}; received {tuner!r}.")
     for name, value in (("max_trials", max_trials), ("executions_per_trial", executions_per_trial)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be an integer >= 1; received {value!r}.")
     try:
-        gamma_range = check_gamma_range(tuple(gamma_range))
+        gamma_range = tuple(_check_number("gamma_range", g) for g in gamma_range)
+        gamma_range = check_gamma_range(gamma_range)
         objective_for(objective)
     except (ValueError, TypeError) as error:
         raise ConfigError(str(error)) from error
@@ -136,12 +145,14 @@ def run_search(
         "kd_weights": kd_weights,
         "objective": objective,
         "executions_per_trial": executions_per_trial,
+        **teacher_record(config),
     }
     data = load_data(config)
     check_out_path(out)
     if config.teacher:
         _candidates(config, candidates, get_teacher(config, data)[0], data)
     else:  # layer names checked on the architecture before a teacher is trained
+        prepare_cache()
         keras.utils.set_random_seed(config.seed)
         _candidates(config, candidates, build(config.teacher_arch, data, config, "t"), data)
     with RunDirectory(

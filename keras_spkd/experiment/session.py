@@ -77,3 +77,28 @@ def resolve_pairs(
     except ValueError as error:
         raise ConfigError(str(error)) from error
     return config
+
+
+def teacher_record(config: ExperimentConfig) -> dict:
+    """What a run records of a teacher file, so a resume with another file is refused."""
+    if not config.teacher:
+        return {}
+    from pathlib import Path
+
+    from keras_spkd.experiment.teacher import sha256
+
+    return {"teacher_sha256": sha256(Path(config.teacher))}
+
+
+def prepare_cache() -> None:
+    """The teacher cache folder, created (or refused) before a run directory is touched."""
+    from keras_spkd.errors import RunDirectoryError
+    from keras_spkd.experiment.teacher import cache_dir
+
+    root = cache_dir() / "teachers"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunDirectoryError(
+            f"Cannot create the teacher cache {str(root)!r} ($KERAS_SPKD_CACHE): {error.strerror}."
+        ) from error

@@ -51,6 +51,11 @@ def run_export(model_path, config: ExperimentConfig, out: str | os.PathLike) -> 
     from keras_spkd.export import export_student
 
     student = load_student(model_path)
+    if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        raise ConfigError(
+            f"--out {str(out)!r} exists and is not empty; choose a new folder (nothing "
+            "is overwritten)."
+        )
     data = load_data(config)
     if tuple(student.inputs[0].shape[1:]) != tuple(data.input_shape):
         raise DataError(

@@ -169,10 +169,9 @@ def run_phase(
     Raises:
         NonFiniteLossError: A loss became NaN or infinite.
     """
-    result_path = phase_dir / "result.json"
-    if result_path.exists():
-        logger.info("Phase %r already finished; reusing its result", phase)
-        return json.loads(result_path.read_text())
+    done = read_result(phase_dir)
+    if done is not None:
+        return done
     phase_dir.mkdir(parents=True, exist_ok=True)
     csv_path, backup_dir = phase_dir / "history.csv", phase_dir / "backup"
     start = _compat.settle_backup(backup_dir)
@@ -208,6 +207,32 @@ def run_phase(
             "nothing was exported."
         )
     return {"fit_seconds": round(time.perf_counter() - began, 1), "epochs": epochs}
+
+
+def read_result(phase_dir: Path, model_file: str | None = None) -> dict | None:
+    """A finished phase's result, or `None` when it must run (again).
+
+    A `result.json` that is not valid JSON, or a saved model that is not a
+    valid archive, was damaged after the phase finished: the phase is redone
+    (it is deterministic, so it gives the same result), with one warning.
+    """
+    import zipfile
+
+    path = phase_dir / "result.json"
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+        if not isinstance(result, dict):
+            raise ValueError("not an object")
+        if model_file and not zipfile.is_zipfile(phase_dir / model_file):
+            raise ValueError(f"{model_file} is not a valid .keras archive")
+    except (ValueError, UnicodeDecodeError, OSError) as error:
+        logger.warning("%s is damaged (%s); running that phase again", phase_dir, error)
+        path.unlink()
+        return None
+    logger.info("Phase %r already finished; reusing its result", phase_dir.name)
+    return result
 
 
 def finish_phase(phase_dir: Path, result: dict) -> dict:
