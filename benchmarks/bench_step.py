@@ -23,24 +23,6 @@ parser.add_argument("--teacher-dtype", choices=("bfloat16", "float16"))
 parser.add_argument("--torch", action="store_true", help="also run benchmarks/torch_peer.py")
 args = parser.parse_args()
 
-result = bench.run_step_benchmark(
-    args.teacher_arch,
-    args.student_arch,
-    tuple(args.pair.split(":")),
-    args.batch_size,
-    args.image_size,
-    args.steps,
-    args.rounds,
-    args.jit,
-    teacher_dtype=args.teacher_dtype,
-)
-torch = None
-if args.torch:
-    torch = bench.run_torch_peer(
-        None,
-        args.batch_size,
-        args.steps * args.rounds,
-        args.teacher_arch.removeprefix("wrn-").replace("-", ","),
-        args.student_arch.removeprefix("wrn-").replace("-", ","),
-    )
+options = {k: v for k, v in vars(args).items() if k != "torch"}
+result, torch = bench.benchmark(**options, torch=None if args.torch else False)
 print(bench.format_report(result, torch))

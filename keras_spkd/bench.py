@@ -394,3 +394,44 @@ def format_report(result: dict, torch: dict | None = None) -> str:
             f"SPDistiller / PyTorch = {ours / torch['distill']['images_per_s']:.3f}"
         )
     return "\n".join(lines)
+
+
+def benchmark(
+    teacher_arch: str = "wrn-16-2",
+    student_arch: str = "wrn-16-1",
+    pair: str = "group3:group3",
+    batch_size: int = 128,
+    image_size: int = 32,
+    steps: int = 6,
+    rounds: int = 5,
+    jit: bool = False,
+    teacher_dtype: str | None = None,
+    torch: str | Path | None | bool = False,
+) -> tuple[dict, dict | None]:
+    """The step benchmark and, unless `torch` is False, the PyTorch peer.
+
+    `torch=None` (or `""`) runs this checkout's `benchmarks/torch_peer.py`;
+    a path runs that script. Returns `(result, torch figures or None)`.
+    """
+    result = run_step_benchmark(
+        teacher_arch,
+        student_arch,
+        tuple(pair.split(":")),
+        batch_size,
+        image_size,
+        steps,
+        rounds,
+        jit,
+        teacher_dtype=teacher_dtype,
+    )
+    peer = None
+    if torch is not False:
+        peer = run_torch_peer(
+            torch or None,
+            batch_size,
+            steps * rounds,
+            teacher_arch.removeprefix("wrn-").replace("-", ","),
+            student_arch.removeprefix("wrn-").replace("-", ","),
+        )
+        result["torch"] = peer
+    return result, peer

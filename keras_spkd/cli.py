@@ -185,27 +185,18 @@ def cmd_bench(args) -> int:
             )
         result = {"sp_loss_scaling": rows}
     else:
-        result = bench.run_step_benchmark(
+        result, torch = bench.benchmark(
             args.teacher_arch,
             args.student_arch,
-            tuple(args.pair.split(":")),
+            args.pair,
             args.batch_size,
             args.image_size,
             args.steps,
             args.rounds,
             args.jit,
             teacher_dtype=args.teacher_dtype,
+            torch=False if args.torch is None else args.torch,
         )
-        torch = None
-        if args.torch is not None:
-            torch = bench.run_torch_peer(
-                args.torch,
-                args.batch_size,
-                args.steps * args.rounds,
-                args.teacher_arch.removeprefix("wrn-").replace("-", ","),
-                args.student_arch.removeprefix("wrn-").replace("-", ","),
-            )
-            result["torch"] = torch
         print(bench.format_report(result, torch))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

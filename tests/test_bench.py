@@ -181,3 +181,15 @@ def test_torch_peer_prints_the_line_bench_reads(torch_peer):
     for figures in peer.values():
         assert figures["ms_per_step"] > 0
         assert figures["images_per_s"] == pytest.approx(4000 / figures["ms_per_step"], rel=0.1)
+
+
+@pytest.mark.slow
+def test_bench_command_writes_its_figures(tmp_path, capsys):
+    from keras_spkd.cli import main
+
+    argv = ["bench", "--teacher-arch", "digits-cnn-16", "--student-arch", "digits-cnn-4"]
+    argv += ["--pair", "group2:group2", "--batch-size", "16", "--image-size", "8"]
+    assert main([*argv, "--steps", "2", "--rounds", "1", "--json", str(tmp_path / "b.json")]) == 0
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert figures["measurements"]["spdistiller_step"]["median_ms"] > 0
+    assert "SPDistiller / (student step + teacher forward)" in capsys.readouterr().out

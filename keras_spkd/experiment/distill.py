@@ -246,21 +246,10 @@ def _finish(run_dir, config, data, teacher, teacher_meta, teacher_accuracy, resu
 
 
 def _export(run_dir: Path, config, data) -> dict:
-    from keras_spkd.export import export_student
+    from keras_spkd.experiment.tools import export_for
 
     best = keras.saving.load_model(run_dir / "sp" / "student.keras")
-    x_test, y_test = data.arrays["test"]
-    report = export_student(
-        best,
-        run_dir / "export",
-        x_test,
-        config.tflite,
-        test_labels=y_test,
-        preprocessing=data.preprocessing,
-        calibration_images=data.arrays["train"][0],
-        seed=config.seed,
-    )
-    return {**report.as_dict(), "table": report.table()}
+    return export_for(best, run_dir / "export", data, config)
 
 
 def export_table(export: dict) -> str:

@@ -48,8 +48,6 @@ def run_teacher(config: ExperimentConfig, out: str | os.PathLike) -> float:
 
 def run_export(model_path, config: ExperimentConfig, out: str | os.PathLike) -> dict:
     """Exports a saved student (SavedModel + the config's TFLite variants), checked."""
-    from keras_spkd.export import export_student
-
     student = load_student(model_path)
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise ConfigError(
@@ -62,6 +60,13 @@ def run_export(model_path, config: ExperimentConfig, out: str | os.PathLike) -> 
             f"{model_path} takes inputs of shape {tuple(student.inputs[0].shape[1:])} but "
             f"{config.dataset!r} has images of shape {data.input_shape}; pass its --dataset."
         )
+    return export_for(student, out, data, config)
+
+
+def export_for(student, out, data, config: ExperimentConfig) -> dict:
+    """Exports `student` for `data`: stored images in, the config's TFLite variants, scored."""
+    from keras_spkd.export import export_student
+
     x_test, y_test = data.arrays["test"]
     report = export_student(
         student,
@@ -70,7 +75,7 @@ def run_export(model_path, config: ExperimentConfig, out: str | os.PathLike) -> 
         config.tflite,
         test_labels=y_test,
         preprocessing=data.preprocessing,
-        calibration_images=data.arrays["train"][0],
+        calibration_images=data.arrays["train"][0],  # never the test images
         seed=config.seed,
     )
     return {**report.as_dict(), "table": report.table()}
