@@ -98,7 +98,7 @@ def cmd_tune(args) -> int:
         overwrite=args.overwrite,
     )
     if not result.best:
-        print("This worker's trials are done; the chief reports the results.")
+        print("Worker: search finished; the chief reports the results.")
         return 0
     print(f"| trial | gamma | pair | kd_weight | {args.objective} |\n|---|---|---|---|---|")
     for row in result.trials:

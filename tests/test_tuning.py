@@ -270,7 +270,7 @@ def test_killed_search_resumes_without_redoing_finished_trials(tmp_path):
         timeout=600,
     )
     assert distill.returncode == 0, distill.stderr[-3000:]
-    used = json.loads((tmp_path / "run" / "config.json").read_text())
+    used = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert used["gamma"] == best["gamma"] and used["pairs"] == best["pairs"]
 
 

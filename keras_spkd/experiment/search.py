@@ -57,6 +57,19 @@ def _check_number(name, value, positive=True) -> float:
     return float(value)
 
 
+class _Shared:
+    """A Keras Tuner worker's view of the chief's search directory (the chief locks it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
 def _candidates(config, candidates, teacher, data):
     """Concrete, checked config pairs and pair candidates (`"auto"`: every stage found)."""
     if candidates == "auto":
@@ -155,9 +168,13 @@ def run_search(
         prepare_cache()
         keras.utils.set_random_seed(config.seed)
         _candidates(config, candidates, build(config.teacher_arch, data, config, "t"), data)
-    with RunDirectory(
-        out, config, resume=True, kind="search", extra=extra, overwrite=overwrite
-    ) as run_dir:
+    worker = "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "chief")
+    directory = (  # a distributed search's workers share the chief's directory
+        _Shared(check_out_path(out, create=True))
+        if worker
+        else RunDirectory(out, config, resume=True, kind="search", extra=extra, overwrite=overwrite)
+    )
+    with directory as run_dir:
         out = run_dir.path
         with strategy.scope():
             teacher, teacher_meta = get_teacher(config, data)
@@ -192,7 +209,7 @@ def run_search(
             callbacks=[trial_tensorboard(str(out / "tensorboard"))],
             verbose=verbosity(),
         )
-        if "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "chief"):
+        if worker:
             return SearchResult(trial_table(search), {}, config, str(out))
         check_trials_completed(search)
         rows = trial_table(search)
@@ -206,6 +223,10 @@ def run_search(
         )
         best_config.to_json(out / "best_config.json")
         atomic_write_json(out / "trials.json", rows)
+        from keras_spkd.experiment.tools import export_for
+
+        best_student = search.get_best_models(1)[0].student
+        export = export_for(best_student, out / "best_student", data, config.replace(tflite=()))
         write_summary(
             out,
             "search",
@@ -215,6 +236,7 @@ def run_search(
             best=best,
             best_config=best_config.to_dict(),
             teacher=teacher_meta,
+            export=export,
         )
     return SearchResult(rows, best, best_config, str(out))
 
