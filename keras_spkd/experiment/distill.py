@@ -122,6 +122,8 @@ def run_distill(
             keras.utils.set_random_seed(config.seed)
             resolve_pairs(config, build(config.teacher_arch, data, config, "teacher"), data)
     extra = teacher_record(config)
+    if resume and not (Path(out) / "config.json").exists():
+        logger.warning("Nothing to resume in %s; starting a new run there", out)
     with RunDirectory(out, config, resume=resume, kind="distill", extra=extra) as run_dir:
         with strategy.scope():
             teacher, teacher_meta = get_teacher(config, data)

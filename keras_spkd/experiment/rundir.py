@@ -94,8 +94,6 @@ class RunDirectory:
                 f"{str(path)!r} is not empty and holds no keras-spkd run; choose an empty "
                 "or new --out."
             )
-        if resume and not (path / "config.json").exists():
-            logger.warning("Nothing to resume in %s; starting a new run there", path)
         self.path = check_out_path(out, create=True)
         self.config = config
         self.resume = resume

@@ -209,8 +209,8 @@ def run_search(
             callbacks=[trial_tensorboard(str(out / "tensorboard"))],
             verbose=verbosity(),
         )
-        if worker:
-            return SearchResult(trial_table(search), {}, config, str(out))
+        if worker:  # its oracle client holds no trial table; the chief reports
+            return SearchResult([], {}, config, str(out))
         check_trials_completed(search)
         rows = trial_table(search)
         best = search.get_best_hyperparameters(1)[0].values
