@@ -2,7 +2,8 @@
 # CI at the low end of the supported keras range: a second virtualenv with the
 # oldest keras that pyproject.toml allows (the rest of the dependencies as
 # pip resolves them), the package installed there, then the core tests:
-# the maths, the taps, the distiller and tf.distribute. The main run (.ci/run)
+# the maths, the taps, the distiller and tf.distribute (the fast lane of each;
+# the slow multi-process runs are left to the main run). The main run (.ci/run)
 # covers the high end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +24,5 @@ import keras
 assert keras.__version__ == sys.argv[1], (keras.__version__, sys.argv[1])
 print(f"lowest supported keras: {keras.__version__}")
 PY
-"$venv/bin/python" -m pytest -q -p no:cacheprovider \
+"$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" \
   tests/test_losses.py tests/test_features.py tests/test_distiller.py tests/test_distribute.py

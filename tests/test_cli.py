@@ -155,7 +155,7 @@ def test_evaluate_and_export_subcommands(default_run, capsys, tmp_path):
     assert (tmp_path / "x" / "student_dynamic.tflite").is_file()
 
 
-RESUME_ARGS = ["distill", "--epochs", "4", "--teacher-epochs", "3", "--batch-size", "16"]
+RESUME_ARGS = ["distill", "--epochs", "4", "--teacher-epochs", "3", "--batch-size", "32"]
 
 
 def _rows(path: Path) -> int:
