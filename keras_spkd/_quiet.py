@@ -27,7 +27,10 @@ from collections.abc import Iterator
 CPP_LOG_LINE = re.compile(
     r"^(?:[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|To enable the following instructions: .* rebuild TensorFlow)"
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+    # TFLite prints these with printf, past TensorFlow's logging levels:
+    r"|INFO: Created TensorFlow Lite .*delegate"
+    r"|fully_quantize: \d+, inference_type: )"
 )
 
 

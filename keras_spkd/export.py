@@ -38,6 +38,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_spkd._quiet import drop_cpp_log_lines
+
 TFLITE_MODES = ("float", "dynamic", "int8")
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "probabilities")
@@ -243,7 +245,8 @@ def _tflite_bytes(
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.uint8 if input_dtype == "uint8" else tf.int8
             converter.inference_output_type = tf.int8
-        return converter.convert()
+        with drop_cpp_log_lines():  # the converter's printf lines
+            return converter.convert()
 
     if mode != "int8" or input_dtype == "float32":
         return convert(saved_model)
@@ -257,7 +260,10 @@ def _tflite_bytes(
 def _interpreter(model_path: str | os.PathLike):
     with warnings.catch_warnings():  # tf.lite.Interpreter's LiteRT deprecation notice
         warnings.simplefilter("ignore", UserWarning)
-        return tf.lite.Interpreter(model_path=str(model_path))
+        with drop_cpp_log_lines():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            interpreter = tf.lite.Interpreter(model_path=str(model_path))
+            interpreter.allocate_tensors()
+        return interpreter
 
 
 def _quantise(values: np.ndarray, details: dict) -> np.ndarray:

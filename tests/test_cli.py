@@ -81,7 +81,10 @@ def test_distill_default_writes_a_complete_run_directory(default_run):
         assert 0.0 <= summary["accuracy"][key] <= 1.0
         assert f"{summary['accuracy'][key]:.2%}" in result.stdout  # the printed table
     assert summary["export"]["saved_model_max_abs_diff"] < 1e-5
-    assert "| tflite float |" in result.stdout  # each export's size and accuracy
+    assert "| tflite int8 |" in result.stdout  # each export's size and accuracy
+    # No TensorFlow / TFLite C++ lines among the job's output (TFLite's bypass the levels).
+    cpp = r"^([IWEF]\d{4} |INFO: Created TensorFlow Lite|fully_quantize: )"
+    assert not re.search(cpp, result.stdout + result.stderr, re.M), result.stderr[-2000:]
     assert (
         summary["phases"]["alone"]["init_fingerprint"]
         == summary["phases"]["sp"]["init_fingerprint"]

@@ -306,6 +306,7 @@ def test_paired_interval_matches_a_t_interval():
 
 
 # Finding 14: compare and tune honour the strategy.
+@pytest.mark.slow
 def test_compare_and_search_run_under_the_configured_strategy(tmp_path, monkeypatch):
     import tensorflow as tf
 
@@ -336,6 +337,7 @@ def test_data_order_is_a_function_of_seed_and_epoch():
 
 
 # Issue "Layer pairs found for the user": --pairs auto, resolved once and recorded.
+@pytest.mark.slow
 def test_pairs_auto_is_resolved_before_training_and_recorded(tmp_path):
     config = ExperimentConfig(pairs="auto", **TINY)
     assert config.pairs == "auto"
@@ -358,6 +360,7 @@ def test_layers_command_marks_stage_ends(tmp_path, capsys):
     assert [row.split("|")[1].strip() for row in stage_rows] == ["group1", "group2", "group3"]
 
 
+@pytest.mark.slow
 def test_search_pair_candidates_auto_are_every_suggested_stage(tmp_path):
     result = experiment.run_search(
         ExperimentConfig(**TINY),

@@ -140,7 +140,7 @@ def test_a_failed_trial_is_reported_not_swallowed(data, tmp_path):
             r"low < high; received \(100, 10\) \(inverted\)",
         ),
         (["--gamma-min", "10", "--gamma-max", "10"], r"\(empty\)"),
-        (["--gamma-min", "0", "--gamma-max", "10"], "range must be positive"),
+        (["--gamma-min", "0", "--gamma-max", "10"], "gamma_range must be > 0; received 0"),
         (["--objective", "val_f1"], "Unknown objective 'val_f1'.*val_accuracy"),
     ],
 )
