@@ -15,6 +15,7 @@ exactly the batches an uninterrupted run saw.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -90,18 +91,7 @@ class DataBundle:
 
     def with_seed(self, seed: int) -> DataBundle:
         """The same splits with another training order / augmentation seed."""
-        return DataBundle(
-            self.name,
-            self.arrays,
-            self.input_shape,
-            self.num_classes,
-            self.batch_size,
-            seed,
-            self.preprocessing,
-            self.augment,
-            self.probe_size,
-            self.split_seed,
-        )
+        return dataclasses.replace(self, seed=seed, _cache={})
 
     def preprocess(self, images) -> tf.Tensor:
         """Stored images -> model input (float32)."""
@@ -110,13 +100,20 @@ class DataBundle:
         std = np.asarray(p["std"], "float32")
         return (tf.cast(images, tf.float32) * p["scale"] - mean) / std
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """The training indices of `epoch`, in the order they are fed."""
+    def _seed(self, epoch) -> tf.Tensor:
+        return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64)])
+
+    def _order(self, epoch) -> tf.Tensor:
+        """Epoch `epoch`'s training indices: a stateless shuffle keyed on (seed, epoch)."""
         n = len(self.arrays["train"][1])
         order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.constant([self.seed, epoch], tf.int64)
+            tf.range(n, dtype=tf.int64), seed=self._seed(epoch)
         )
-        return order.numpy()[: self.steps_per_epoch * self.batch_size]
+        return order[: self.steps_per_epoch * self.batch_size]
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The training indices of `epoch`, in the order they are fed."""
+        return self._order(epoch).numpy()
 
     def order_fingerprint(self, epoch: int = 0) -> str:
         """sha256 (16 hex digits) of `epoch`'s label sequence: equal orders, equal hashes."""
@@ -128,10 +125,7 @@ class DataBundle:
             with tf.init_scope():
                 self._cache["train"] = tuple(tf.constant(a) for a in self.arrays["train"])
         x, y = self._cache["train"]
-        n, b = len(y), self.batch_size
-        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64)])
-        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=seed)
-        order = order[: self.steps_per_epoch * b]
+        seed, order = self._seed(epoch), self._order(epoch)
         ds = tf.data.Dataset.from_tensor_slices((order, tf.range(tf.size(order, tf.int64))))
 
         def item(index, position):
@@ -145,7 +139,7 @@ class DataBundle:
             return image, tf.gather(y, index)
 
         return ds.map(item, num_parallel_calls=AUTOTUNE, deterministic=True).batch(
-            b, drop_remainder=True
+            self.batch_size, drop_remainder=True
         )
 
     def epochs(self, start: int = 0) -> tf.data.Dataset:
@@ -350,7 +344,7 @@ def load_fashion_mnist(
 
     The validation split (`val_size` images, stratified) comes out of the
     training set and is fixed by `seed`; the test set is left for the end.
-    Training images get a 2-pixel padded random crop and horizontal flips.
+    Training images get a 4-pixel padded random crop and horizontal flips.
 
     Args:
         batch_size: Mini-batch size b. Defaults to `128`.

@@ -370,6 +370,5 @@ def _write_results(out: Path, rows: list[dict]) -> None:
     columns = list(rows[0])
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (row[k] if not isinstance(row[k], list) else row[k]) for k in columns})
+    writer.writerows(rows)
     atomic_write_text(out / "results.csv", buffer.getvalue())
