@@ -76,6 +76,8 @@ def cmd_compare(args) -> int:
         seeds=args.seeds,
         out=args.out,
         privileged=args.privileged,
+        baselines=args.baseline,
+        teachers=args.teachers,
     )
     print(result.table)
     print(f"Per-run results: {Path(result.out) / 'results.csv'}")
@@ -291,8 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = command("compare", cmd_compare, "alone vs KD, AT, SP and sums, over seeds")
     _data_flags(compare), _training_flags(compare), _distill_flags(compare, kd=1.0, at=1000.0)
-    compare.add_argument("--methods", help="alone, or '+'-joined terms of sp, kd, at")
+    compare.add_argument(
+        "--methods",
+        help="alone, '+'-joined terms of sp, kd, at, pkg.module:Class[@weight]; or a .json list",
+    )
     compare.add_argument("--seeds", type=int, default=5)
+    compare.add_argument(
+        "--baseline", action="append", help="pair methods against it (repeatable, or a,b)"
+    )
+    compare.add_argument("--teachers", type=int, default=1, help="teachers (seeds) to spread over")
     compare.add_argument("--privileged", action="store_true", help="student sees the top half")
     compare.add_argument("--out", default="runs/compare")
 

@@ -1,6 +1,9 @@
 """`run_compare`: the paper's comparison (alone, KD, AT, SP and their sums) over seeds.
 
-One teacher (the config's seed) serves every seed. Within a seed every method
+A method is a list of weighted distillation terms (`Method`, parsed once from
+names such as `"sp+kd"`, import paths of a user's term, or dicts). One
+teacher (the config's seed) serves every seed, or with `teachers=N` the
+student seeds are spread over N teachers round-robin. Within a seed every method
 starts from the same student weights and is fed the same data order; both
 are fingerprinted (sha256 of the weights' bytes, of the first epoch's label
 sequence) and recorded beside each result, so equal starts can be checked.
@@ -10,15 +13,21 @@ stopped, and finished runs are never trained again.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
+import json
 import logging
 import math
+import re
+import shutil
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_spkd.errors import ConfigError
@@ -38,6 +47,7 @@ from keras_spkd.experiment.training import (
     finish_phase,
     read_result,
     run_phase,
+    save_model,
     trainable,
     weights_fingerprint,
 )
@@ -47,6 +57,8 @@ logger = logging.getLogger("keras_spkd")
 TERMS = ("sp", "kd", "at")
 DEFAULT_METHODS = ("alone", "kd", "at", "sp", "sp+kd")
 PRIVILEGED_METHODS = ("alone", "kd", "sp", "sp+kd")  # AT needs equal resolutions
+_TERM_KEYS = ("class", "config", "weight")
+_BUILTIN_SETTINGS = {"sp": (), "kd": ("temperature",), "at": ()}
 
 
 @dataclass
@@ -54,9 +66,11 @@ class CompareResult:
     """What `run_compare` measured.
 
     Attributes:
-        rows: One dict per (seed, method) run: accuracy, fingerprints, weights.
-        methods: Per method: `mean`, `sd`, `min`, `max`, and against "alone"
-            (paired by seed) `diff_mean`, `diff_low`, `diff_high` (95% t interval).
+        rows: One dict per (seed, method) run: accuracy, fingerprints, terms.
+        methods: Per method: `mean`, `sd`, `min`, `max`, and under `vs`, per
+            baseline, the paired difference by seed (`mean`, `low`, `high`: a
+            95% t interval, `None` with one seed). Against "alone" also
+            `diff_mean`, `diff_low`, `diff_high`.
         table: The markdown table (also in `out/results.md`).
         out: The run directory.
     """
@@ -67,24 +81,248 @@ class CompareResult:
     out: str = ""
 
 
-def parse_methods(methods) -> list[str]:
-    """`"alone,kd,sp+kd"` or a sequence -> validated method names."""
-    if isinstance(methods, str):
+@dataclass(frozen=True)
+class TermSpec:
+    """One term of a method, as the user wrote it (checked, not yet built).
+
+    Attributes:
+        kind: `"sp"`, `"kd"`, `"at"`, or a user's `keras.distillation.DistillationLoss`
+            subclass as `"package.module:Class"`.
+        settings: The term's settings: a user class's `from_config` dict; for
+            `kd`, optionally `{"temperature": T}`.
+        weight: The term's weight; `None` takes the config's (`gamma`,
+            `kd_weight`, `at_weight`; 1 for a user's term).
+    """
+
+    kind: str
+    settings: dict = field(default_factory=dict)
+    weight: float | None = None
+
+    def to_dict(self) -> dict:
+        out: dict = {"class": self.kind}
+        if self.settings:
+            out["config"] = dict(self.settings)
+        if self.weight is not None:
+            out["weight"] = self.weight
+        return out
+
+
+@dataclass(frozen=True)
+class Term:
+    """One concrete, weighted term of a run: what the distiller is given."""
+
+    kind: str
+    weight: float
+    layers: tuple[str, str] | None = None
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out: dict = {"class": self.kind, "weight": self.weight}
+        if self.layers:
+            out["layers"] = list(self.layers)
+        if self.settings:
+            out["config"] = dict(self.settings)
+        return out
+
+    def build(self):
+        """The `keras.distillation.DistillationLoss` object of this term."""
+        import keras_spkd
+
+        if self.kind == "sp":
+            return keras_spkd.SimilarityPreservingDistillation(*self.layers)
+        if self.kind == "at":
+            return keras_spkd.AttentionTransferDistillation(*self.layers)
+        if self.kind == "kd":
+            return keras_spkd.KnowledgeDistillation(**self.settings)
+        return _import_term(self.kind).from_config(dict(self.settings))
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method of `run_compare`: a name and its list of terms (none: the student alone).
+
+    Parsed once from what the user wrote (`parse_method`); `terms(config)`
+    gives the concrete weighted terms of a run.
+    """
+
+    name: str
+    specs: tuple[TermSpec, ...] = ()
+
+    def uses(self, kind: str) -> bool:
+        return any(spec.kind == kind for spec in self.specs)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "terms": [spec.to_dict() for spec in self.specs]}
+
+    def terms(self, config: ExperimentConfig) -> list[Term]:
+        """The concrete terms: SP and AT one per layer pair, weights filled in from `config`."""
+        out = []
+        for spec in self.specs:
+            if spec.kind == "sp":
+                gammas = config.gamma if isinstance(config.gamma, list) else None
+                for i, pair in enumerate(config.pairs):
+                    default = gammas[i] if gammas else config.gamma
+                    weight = default if spec.weight is None else spec.weight
+                    out.append(Term("sp", weight, tuple(pair)))
+            elif spec.kind == "at":
+                pairs = config.pairs if config.at_pairs in (None, "auto") else config.at_pairs
+                weight = config.at_weight if spec.weight is None else spec.weight
+                out.extend(Term("at", weight, tuple(pair)) for pair in pairs)
+            elif spec.kind == "kd":
+                settings = {"temperature": config.temperature, **spec.settings}
+                weight = config.kd_weight if spec.weight is None else spec.weight
+                out.append(Term("kd", weight, settings=settings))
+            else:
+                out.append(
+                    Term(
+                        spec.kind,
+                        1.0 if spec.weight is None else spec.weight,
+                        None,
+                        dict(spec.settings),
+                    )
+                )
+        return out
+
+    def label(self, config: ExperimentConfig) -> str:
+        """`"sp@100 + kd@1 (T=4)"`: the terms with their weights, for tables."""
+        parts = []
+        for term in self.terms(config):
+            text = f"{term.kind}@{term.weight:g}"
+            if term.kind == "kd":
+                text += f" (T={term.settings['temperature']:g})"
+            if text not in parts:
+                parts.append(text)
+        return " + ".join(parts) or "task loss only"
+
+
+def _import_term(path: str):
+    """`"package.module:Class"` -> the class, which must subclass DistillationLoss."""
+    import importlib
+
+    module_name, _, class_name = path.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"Term {path!r} cannot be imported: {error}.") from error
+    if not (isinstance(cls, type) and issubclass(cls, keras.distillation.DistillationLoss)):
+        raise ConfigError(f"Term {path!r} is not a keras.distillation.DistillationLoss subclass.")
+    return cls
+
+
+def _weight(value, where: str) -> float:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where}: a weight must be a finite number; received {value!r}.")
+    if value <= 0:
+        raise ConfigError(f"{where}: a weight must be > 0; received {value!r}.")
+    return float(value)
+
+
+def _parse_term(value, method: str) -> TermSpec:
+    """`"sp"`, `"kd@0.5"`, `"pkg.mod:Class@2"` or `{"class", "config", "weight"}` -> TermSpec."""
+    where = f"Method {method!r}"
+    if isinstance(value, str):
+        kind, at, weight = value.strip().partition("@")
+        value = {"class": kind, **({"weight": weight} if at else {})}
+    if not isinstance(value, dict) or "class" not in value:
+        raise ConfigError(
+            f"{where}: a term is a name (sp, kd, at, or package.module:Class[@weight]) or "
+            f'{{"class": ..., "config": {{...}}, "weight": w}}; received {value!r}.'
+        )
+    unknown = sorted(set(value) - set(_TERM_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown term key(s) {unknown}; allowed: {list(_TERM_KEYS)}.")
+    kind, settings = value["class"], value.get("config") or {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where}: a term's config must be a dict; received {settings!r}.")
+    if kind in _BUILTIN_SETTINGS:
+        extra = sorted(set(settings) - set(_BUILTIN_SETTINGS[kind]))
+        if extra:
+            raise ConfigError(
+                f"{where}: term {kind!r} takes no setting {extra} (its layers and weight come "
+                "from the config)."
+            )
+        if "temperature" in settings:
+            settings = {"temperature": _weight(settings["temperature"], f"{where} temperature")}
+    elif isinstance(kind, str) and ":" in kind and all(kind.partition(":")[::2]):
+        _import_term(kind)
+    else:
+        raise ConfigError(
+            f"Unknown method {method!r} (term {kind!r}); use 'alone' or '+'-joined terms of "
+            f"{TERMS} or package.module:Class[@weight], e.g. alone,kd,at,sp,sp+kd."
+        )
+    weight = value.get("weight")
+    return TermSpec(kind, settings, None if weight is None else _weight(weight, where))
+
+
+def parse_method(value) -> Method:
+    """One method: `"alone"`, `"sp+kd"`, `"sp+pkg.mod:Class@0.5"`, a dict or a `Method`.
+
+    A dict is `{"name": "mine", "terms": [term, ...]}`, each term a string as
+    above or `{"class": "pkg.mod:Class", "config": {...}, "weight": 0.5}`.
+    """
+    if isinstance(value, Method):
+        return value
+    if isinstance(value, str):
+        name = value.strip()
+        terms = [] if name == "alone" else [t for t in name.split("+")]
+    elif isinstance(value, dict):
+        unknown = sorted(set(value) - {"name", "terms"})
+        if unknown or not isinstance(value.get("name"), str) or not value["name"]:
+            raise ConfigError(
+                f'A method given as a dict is {{"name": ..., "terms": [...]}}; received {value!r}.'
+            )
+        name, terms = value["name"], value.get("terms") or []
+        if not isinstance(terms, list):
+            raise ConfigError(f"Method {name!r}: terms must be a list; received {terms!r}.")
+    else:
+        raise ConfigError(f"A method is a name or a dict; received {value!r}.")
+    specs = tuple(_parse_term(term, name) for term in terms)
+    if not specs and name != "alone" and isinstance(value, str):
+        raise ConfigError(f"Unknown method {name!r}; use 'alone' or '+'-joined terms of {TERMS}.")
+    kinds = [spec.kind for spec in specs]
+    if len(set(kinds)) != len(kinds) and all(k in TERMS for k in kinds):
+        raise ConfigError(f"Method {name!r} lists a term twice.")
+    return Method(name, specs)
+
+
+def parse_methods(methods) -> list[Method]:
+    """`"alone,kd,sp+kd"`, a `.json` file holding a list, or a sequence -> methods (checked)."""
+    if isinstance(methods, str) and methods.strip().endswith(".json"):
+        path = Path(methods.strip())
+        try:
+            methods = json.loads(path.read_text())
+        except OSError as error:
+            raise ConfigError(
+                f"Cannot read methods file {str(path)!r}: {error.strerror}."
+            ) from error
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"Methods file {str(path)!r} is not valid JSON: {error}.") from error
+        if not isinstance(methods, list):
+            raise ConfigError(f"Methods file {str(path)!r} must hold a JSON list of methods.")
+    elif isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
-    methods = list(methods or [])
+    methods = [parse_method(m) for m in (methods or [])]
     if not methods:
         raise ConfigError("methods lists no method; e.g. alone,kd,sp,sp+kd.")
-    for method in methods:
-        if not isinstance(method, str) or (
-            method != "alone" and not set(method.split("+")) <= set(TERMS)
-        ):
-            raise ConfigError(
-                f"Unknown method {method!r} in methods; use 'alone' or '+'-joined terms "
-                f"of {TERMS}, e.g. alone,kd,at,sp,sp+kd."
-            )
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"methods lists a method twice: {methods}.")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"methods lists a method twice: {names}.")
     return methods
+
+
+def check_weights(methods: list[Method], config: ExperimentConfig) -> None:
+    """A built-in term whose weight is 0 would silently be the student alone: refused."""
+    fields = {"sp": "gamma", "kd": "kd_weight", "at": "at_weight"}
+    for method in methods:
+        for term in method.terms(config):
+            if term.kind in fields and term.weight == 0:
+                raise ConfigError(
+                    f"Method {method.name!r}: term {term.kind!r} needs {fields[term.kind]} > 0; "
+                    f"received {fields[term.kind]} 0."
+                )
 
 
 def degrade(images):
@@ -92,21 +330,45 @@ def degrade(images):
     return images[:, : images.shape[1] // 2]
 
 
-def _model(method: str, teacher, student, config: ExperimentConfig, pairs):
+def _has_term_api() -> bool:
+    """Whether `SPDistiller` takes a list of terms (keras-spkd 0.3's API)."""
+    import inspect
+
     from keras_spkd.distiller import SPDistiller
 
-    if method == "alone":
+    return "distillation_losses" in inspect.signature(SPDistiller.__init__).parameters
+
+
+def build_method_model(method: Method, teacher, student, config: ExperimentConfig):
+    """The model a method trains: the student itself, or an `SPDistiller` over its terms."""
+    from keras_spkd.distiller import SPDistiller
+
+    terms = method.terms(config)
+    if not terms:
         return trainable(student)
-    terms = set(method.split("+"))
+    if _has_term_api():
+        return SPDistiller(
+            teacher,
+            student,
+            distillation_losses=[term.build() for term in terms],
+            distillation_loss_weights=[term.weight for term in terms],
+            cross_replica=True,
+        )
+    # keras-spkd 0.2's distiller: built-in terms only, in the short form.
+    if any(term.kind not in TERMS for term in terms):
+        raise ConfigError(f"Method {method.name!r}: user terms need keras-spkd's term API.")
+    sp = [t for t in terms if t.kind == "sp"]
+    kd = [t for t in terms if t.kind == "kd"]
+    at = [t for t in terms if t.kind == "at"]
     return SPDistiller(
         teacher,
         student,
-        pairs,
-        gamma=config.gamma if "sp" in terms else 0.0,
-        kd_weight=config.kd_weight if "kd" in terms else 0.0,
-        temperature=config.temperature,
-        at_weight=config.at_weight if "at" in terms else 0.0,
-        at_pairs=config.at_pairs if config.at_pairs not in (None, "auto") else None,
+        [t.layers for t in sp] or config.pairs,
+        gamma=[t.weight for t in sp] if sp else 0.0,
+        kd_weight=kd[0].weight if kd else 0.0,
+        temperature=kd[0].settings["temperature"] if kd else config.temperature,
+        at_weight=at[0].weight if at else 0.0,
+        at_pairs=[t.layers for t in at] or None,
         cross_replica=True,
     )
 
@@ -127,11 +389,19 @@ def paired_interval(differences: list[float], level: float = 0.95) -> tuple[floa
     return mean, mean - half, mean + half
 
 
-def summarise(rows: list[dict], methods: list[str]) -> dict[str, dict]:
-    """Per-method mean ± sd and the paired difference to "alone" (by seed)."""
+def summarise(rows: list[dict], methods, baselines=("alone",)) -> dict[str, dict]:
+    """Per-method mean ± sd and paired differences (by seed) to each baseline.
+
+    `stats[m]["vs"][b]` is `{"mean", "low", "high", "n"}` for `m - b` (a 95% t
+    interval; `low`/`high` are `None` with one seed: no interval). The
+    difference to `"alone"` is also `diff_mean`, `diff_low`, `diff_high`.
+    """
     out = {}
-    alone = {r["seed"]: r["test_accuracy"] for r in rows if r["method"] == "alone"}
-    for method in methods:
+    names = [m.name if isinstance(m, Method) else m for m in methods]
+    by_seed = {
+        b: {r["seed"]: r["test_accuracy"] for r in rows if r["method"] == b} for b in baselines
+    }
+    for method in names:
         accs = [r["test_accuracy"] for r in rows if r["method"] == method]
         if not accs:
             continue
@@ -140,102 +410,214 @@ def summarise(rows: list[dict], methods: list[str]) -> dict[str, dict]:
         stats["fit_seconds"] = statistics.mean(
             r["fit_seconds"] for r in rows if r["method"] == method
         )
-        paired = [
-            r["test_accuracy"] - alone[r["seed"]]
-            for r in rows
-            if r["method"] == method and r["seed"] in alone
-        ]
-        if method != "alone" and paired:
+        stats["vs"] = {}
+        for baseline in baselines:
+            paired = [
+                r["test_accuracy"] - by_seed[baseline][r["seed"]]
+                for r in rows
+                if r["method"] == method and r["seed"] in by_seed[baseline]
+            ]
+            if method == baseline or not paired:
+                continue
             d_mean, low, high = paired_interval(paired)
-            stats.update(diff_mean=d_mean, diff_low=low, diff_high=high)
+            if len(paired) < 2:
+                low = high = None
+            stats["vs"][baseline] = {"mean": d_mean, "low": low, "high": high, "n": len(paired)}
+            if baseline == "alone":
+                stats.update(diff_mean=d_mean, diff_low=low, diff_high=high)
         out[method] = stats
     return out
 
 
-def _table(config, methods, stats, seeds, privileged, teacher_accuracy) -> str:
+def _diff_cell(diff: dict | None) -> str:
+    if diff is None:
+        return "—"
+    if diff["low"] is None:
+        return f"{100 * diff['mean']:+.2f} (one seed: no interval)"
+    return f"{100 * diff['mean']:+.2f} [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}]"
+
+
+def _table(config, methods, stats, seeds, privileged, teachers, baselines) -> str:
     setting = "privileged (student sees the top half of each image)" if privileged else "standard"
     pairs = ",".join(f"{t}:{s}" for t, s in config.pairs)
+    if len(teachers) == 1:
+        ((seed, acc),) = teachers.items()
+        teacher = f"{100 * acc:.2f}% (one teacher, seed {seed}, shared by all seeds)"
+    else:
+        accs = [100 * a for a in teachers.values()]
+        teacher = (
+            f"{min(accs):.2f}-{max(accs):.2f}% ({len(teachers)} teachers, seeds "
+            f"{', '.join(map(str, teachers))}; student seeds assigned round-robin)"
+        )
+    weights = [f"pairs {pairs}"]
+    if any(m.uses("sp") for m in methods):
+        weights.append(f"gamma {config.gamma_label}")
+    if any(m.uses("kd") for m in methods):
+        weights.append(f"KD weight {config.kd_weight:g} (T = {config.temperature:g})")
+    if any(m.uses("at") for m in methods):
+        weights.append(f"AT weight {config.at_weight:g}")
     lines = [
         f"Test accuracy on {config.dataset}, {setting}; {seeds} seeds, {config.epochs} epochs; "
-        f"teacher {config.teacher_arch} {100 * teacher_accuracy:.2f}% (one teacher, seed "
-        f"{config.seed}, shared by all seeds), student {config.student_arch}; pairs {pairs}, "
-        f"gamma {config.gamma_label}, KD weight {config.kd_weight:g} "
-        f"(T = {config.temperature:g}), AT weight {config.at_weight:g}.",
+        f"teacher {config.teacher_arch} {teacher}, student {config.student_arch}; "
+        f"{', '.join(weights)}.",
         "",
-        "| method | test accuracy (mean ± sd) | vs alone (paired mean [95% CI]) | min | max "
-        "| fit s / run |",
-        "|---|---|---|---|---|---|",
+        "| method | test accuracy (mean ± sd) | "
+        + "".join(f"vs {b} (paired mean [95% CI]) | " for b in baselines)
+        + "min | max | fit s / run | terms (weight) |",
+        "|---|---|" + "---|" * len(baselines) + "---|---|---|---|",
     ]
     for method in methods:
-        if method not in stats:
+        if method.name not in stats:
             continue
-        s = stats[method]
-        diff = (
-            f"{100 * s['diff_mean']:+.2f} [{100 * s['diff_low']:+.2f}, {100 * s['diff_high']:+.2f}]"
-            if "diff_mean" in s
-            else "—"
-        )
+        s = stats[method.name]
+        diffs = "".join(f"{_diff_cell(s['vs'].get(b))} | " for b in baselines)
         lines.append(
-            f"| {method} | {100 * s['mean']:.2f} ± {100 * s['sd']:.2f}% | {diff} "
-            f"| {100 * s['min']:.2f}% | {100 * s['max']:.2f}% | {s['fit_seconds']:.1f} |"
+            f"| {method.name} | {100 * s['mean']:.2f} ± {100 * s['sd']:.2f}% | {diffs}"
+            f"{100 * s['min']:.2f}% | {100 * s['max']:.2f}% | {s['fit_seconds']:.1f} "
+            f"| {method.label(config)} |"
         )
     return "\n".join(lines)
 
 
 def _label_fingerprint(dataset: tf.data.Dataset, steps: int) -> str:
     """sha256 (16 hex digits) of the labels a dataset feeds in its first `steps` batches."""
-    import hashlib
-
-    import numpy as np
-
     labels = np.concatenate([y.numpy() for _, y in dataset.take(steps)]).astype("int32")
     return hashlib.sha256(labels.tobytes()).hexdigest()[:16]
+
+
+def config_hash(config: ExperimentConfig) -> str:
+    """sha256 (16 hex digits) of the config's JSON: equal hashes, equal settings."""
+    text = json.dumps(config.to_dict(), sort_keys=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _seed_list(seeds) -> list[int]:
+    if isinstance(seeds, (list, tuple)):
+        if (
+            not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+            or len(set(seeds)) != len(seeds)
+        ):
+            raise ConfigError(f"seeds must be distinct integers >= 0; received {seeds!r}.")
+        return list(seeds)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be an integer >= 1; received {seeds!r}.")
+    return list(range(seeds))
+
+
+def _baselines(baselines, methods: list[Method]) -> tuple[str, ...]:
+    names = [m.name for m in methods]
+    if baselines is None:
+        return ("alone",) if "alone" in names else ()
+    if isinstance(baselines, str):
+        baselines = [b.strip() for b in baselines.split(",") if b.strip()]
+    baselines = [b.strip() for item in baselines for b in str(item).split(",") if b.strip()]
+    for baseline in baselines:
+        if baseline not in names:
+            raise ConfigError(
+                f"baseline {baseline!r} is not among the methods {names}; add it to methods."
+            )
+    return tuple(dict.fromkeys(baselines))
+
+
+@dataclass
+class _Run:
+    """What one (seed, method) run needs besides the method itself."""
+
+    seed: int
+    data: object  # the DataBundle, seeded for this run
+    config: ExperimentConfig
+    teacher: object
+    teacher_seed: int
+    teacher_accuracy: float
+    initial: object  # the seed's initial student
+    expected: str  # its weights' fingerprint
+    student_shape: tuple | None
+    privileged: bool
+    test: object
 
 
 def run_compare(
     config: ExperimentConfig,
     methods=None,
-    seeds: int = 5,
+    seeds=5,
     out: str = "runs/compare",
     privileged: bool = False,
     resume: bool = True,
+    baselines=None,
+    teachers: int = 1,
 ) -> CompareResult:
-    """Trains the student with each method over `seeds` seeds and tabulates test accuracy.
+    """Trains the student with each method over seeds and tabulates test accuracy.
+
+    A method is a list of weighted distillation terms. Built-in names: `alone`
+    (no term), `sp`, `kd`, `at` and `'+'`-joined sums (`sp+kd`); SP and AT
+    give one term per layer pair, weighted by the config's `gamma`
+    (`kd_weight`, `at_weight`). A term may carry its own weight (`kd@0.5`)
+    or be a user's `keras.distillation.DistillationLoss` subclass by import
+    path, `package.module:Class[@weight]` (weight 1 by default), e.g.
+    `"sp+my_terms:MyTerm@0.5"`. In Python or a JSON file (`methods=
+    "methods.json"`, a list), a method may be a dict: `{"name": "mine",
+    "terms": ["sp", {"class": "my_terms:MyTerm", "config": {...},
+    "weight": 0.5}]}`, `config` going to the class's `from_config`. A new
+    term needs no change here, in the config or in the CLI.
+
+    Every row of `results.csv` can be rerun alone: it records the seed, the
+    teacher seed, the concrete terms and weights (`terms`, JSON) and the
+    config's hash (`config_hash`; the config is `out/config.json`); the
+    trained student's weights' fingerprint (`final_fingerprint`) shows that a
+    rerun (`seeds=[seed]`, `methods=[method]`) trained the same weights.
 
     Args:
-        config: The experiment settings (`config.seed` seeds the split and the
-            shared teacher; run seeds are `0 .. seeds - 1`).
-        methods: `"alone"` and `'+'`-joined terms of `sp`, `kd`, `at`. Defaults
-            to alone, kd, at, sp, sp+kd (without `at` when `privileged`).
-        seeds: Number of seeds (>= 1). Defaults to `5`.
+        config: The experiment settings (`config.seed` seeds the split and
+            the first teacher).
+        methods: Methods as above (names, dicts, `Method`s, or one string of
+            comma-separated names or a `.json` file). Defaults to alone, kd,
+            at, sp, sp+kd (without `at` when `privileged`).
+        seeds: Number of student seeds (>= 1: seeds `0 .. seeds - 1`), or a
+            list of seeds to run. Defaults to `5`.
         out: Run directory (`results.csv`, `results.md`, `summary.json`, one
             folder per run). Defaults to `"runs/compare"`.
         privileged: The teacher sees whole images, the student only their top
             half. Defaults to `False`.
         resume: Continue a comparison that `out` holds (finished runs are
             reused). Defaults to `True`.
+        baselines: Methods to pair every other method against, by seed (e.g.
+            `("alone", "kd")` gives SP - alone, SP - KD, (SP+KD) - KD...), each
+            with a 95% t interval (none with one seed). Defaults to `("alone",)`
+            when alone is among the methods.
+        teachers: Teachers to train (seeds `config.seed + k`); student seed `s`
+            distils from teacher `s % teachers`, so teacher variance is sampled.
+            Not with a `config.teacher` file. Defaults to `1`.
 
     Returns:
         A `CompareResult`.
 
     Example:
 
-    >>> result = experiment.run_compare(config, methods=("alone", "sp"), seeds=5)
-    >>> result.methods["sp"]["diff_mean"]
+    >>> result = experiment.run_compare(config, methods=("alone", "kd", "sp", "sp+kd"),
+    ...                                 seeds=5, baselines=("alone", "kd"))
+    >>> result.methods["sp"]["vs"]["kd"]["mean"]
     """
     if not isinstance(config, ExperimentConfig):
         raise ConfigError(f"config must be an ExperimentConfig; received {type(config).__name__}.")
     methods = parse_methods(methods or (PRIVILEGED_METHODS if privileged else DEFAULT_METHODS))
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds must be an integer >= 1; received {seeds!r}.")
-    if any("kd" in m.split("+") for m in methods) and config.kd_weight == 0:
-        raise ConfigError("Method 'kd' needs kd_weight > 0; received kd_weight 0.")
-    if any("at" in m.split("+") for m in methods) and config.at_weight == 0:
-        raise ConfigError("Method 'at' needs at_weight > 0; received at_weight 0.")
-    if any("sp" in m.split("+") for m in methods) and not config.sp_on:
-        raise ConfigError("Method 'sp' needs gamma > 0; received gamma 0.")
+    seed_list = _seed_list(seeds)
+    baselines = _baselines(baselines, methods)
+    if isinstance(teachers, bool) or not isinstance(teachers, int) or teachers < 1:
+        raise ConfigError(f"teachers must be an integer >= 1; received {teachers!r}.")
+    if teachers > 1 and config.teacher:
+        raise ConfigError(
+            f"teachers={teachers} trains {teachers} teachers; it cannot be combined with the "
+            f"teacher file {config.teacher!r} (give one or the other)."
+        )
+    check_weights(methods, config)
     strategy = strategy_for(config)
-    extra = {"methods": methods, "seeds": seeds, "privileged": privileged}
+    extra = {
+        "methods": [m.to_dict() for m in methods],
+        "seeds": seeds if isinstance(seeds, int) else list(seeds),
+        "privileged": privileged,
+        "teachers": teachers,
+    }
     extra.update(teacher_record(config))
     with strategy.scope():  # every check before the run directory is touched
         data = load_data(config)
@@ -250,55 +632,90 @@ def run_compare(
         _check_methods(methods, probe_teacher, data, config, student_shape, privileged)
     with RunDirectory(out, config, resume=resume, kind="compare", extra=extra) as run_dir:
         with strategy.scope():
-            teacher, teacher_meta = get_teacher(config, data)
-            config = _check_methods(methods, teacher, data, config, student_shape, privileged)
+            teacher_models = _teachers(run_dir.path, config, data, teachers)
+            config = _check_methods(
+                methods, teacher_models[0][1], data, config, student_shape, privileged
+            )
             test = data.test.map(lambda x, y: (degrade(x), y)) if privileged else data.test
-            teacher_accuracy = accuracy(teacher, data.test)
+            accuracies = {s: accuracy(t, data.test) for s, t, _ in teacher_models}
             rows = []
-            for seed in range(seeds):
-                seeded = data.with_seed(seed)
+            for seed in seed_list:
+                teacher_seed, teacher, _ = teacher_models[seed % teachers]
                 keras.utils.set_random_seed(seed)
                 initial = build(config.student_arch, data, config, "student", student_shape)
-                expected = weights_fingerprint(initial)
+                run = _Run(
+                    seed,
+                    data.with_seed(seed),
+                    config,
+                    teacher,
+                    teacher_seed,
+                    accuracies[teacher_seed],
+                    initial,
+                    weights_fingerprint(initial),
+                    student_shape,
+                    privileged,
+                    test,
+                )
                 for method in methods:
                     rows.append(
-                        _one_run(
-                            run_dir.path / "runs" / f"seed{seed}-{method.replace('+', '_')}",
-                            method,
-                            seed,
-                            seeded,
-                            config,
-                            teacher,
-                            initial,
-                            expected,
-                            student_shape,
-                            privileged,
-                            test,
-                            teacher_accuracy,
-                        )
+                        _one_run(run_dir.path / "runs" / _phase_name(seed, method), method, run)
                     )
                     _write_results(run_dir.path, rows)
                     logger.info(
-                        "seed %d/%d, %s: %.2f%%",
-                        seed + 1,
-                        seeds,
-                        method,
-                        100 * rows[-1]["test_accuracy"],
+                        "seed %d, %s: %.2f%%", seed, method.name, 100 * rows[-1]["test_accuracy"]
                     )
-        stats = summarise(rows, methods)
-        table = _table(config, methods, stats, seeds, privileged, teacher_accuracy)
+        stats = summarise(rows, methods, baselines)
+        table = _table(config, methods, stats, len(seed_list), privileged, accuracies, baselines)
         atomic_write_text(run_dir.path / "results.md", table + "\n")
         write_summary(
             run_dir.path,
             "compare",
             config=config.to_dict(),
-            accuracy={"teacher": teacher_accuracy, **{m: s["mean"] for m, s in stats.items()}},
+            accuracy={
+                "teacher": accuracies[teacher_models[0][0]],
+                **{m: s["mean"] for m, s in stats.items()},
+            },
             methods=stats,
-            seeds=seeds,
+            seeds=seed_list,
             privileged=privileged,
-            teacher=teacher_meta,
+            baselines=list(baselines),
+            teachers=[
+                {"seed": s, "test_accuracy": accuracies[s], **meta} for s, _, meta in teacher_models
+            ],
+            teacher=teacher_models[0][2],
         )
     return CompareResult(rows, stats, table, str(run_dir.path))
+
+
+def _phase_name(seed: int, method: Method) -> str:
+    return f"seed{seed}-" + re.sub(r"[^A-Za-z0-9_.-]", "_", method.name)
+
+
+def _teachers(out: Path, config: ExperimentConfig, data, count: int) -> list[tuple]:
+    """`(teacher seed, model, metadata)` for each teacher: the first is the config's
+    (cached, or its file), the others (seeds `config.seed + k`) live in `out/teachers`."""
+    teacher, meta = get_teacher(config, data)
+    found = [(config.seed, teacher, meta)]
+    for k in range(1, count):
+        seed = config.seed + k
+        phase_dir = out / "teachers" / f"seed{seed}"
+        if read_result(phase_dir, "teacher.keras") is None:
+            keras.utils.set_random_seed(seed)
+            model = build(config.teacher_arch, data, config, "teacher")
+            facts = run_phase(
+                phase_dir / "training",
+                trainable(model),
+                data.with_seed(seed),
+                config,
+                config.teacher_epochs,
+                f"teacher seed {seed}",
+            )
+            save_model(model, phase_dir / "teacher.keras")
+            shutil.rmtree(phase_dir / "training", ignore_errors=True)
+            finish_phase(phase_dir, {"seed": seed, **facts})
+        model = keras.saving.load_model(phase_dir / "teacher.keras", compile=False)
+        found.append((seed, model, {"path": str(phase_dir / "teacher.keras"), "seed": seed}))
+    return found
 
 
 def _check_methods(methods, teacher, data, config, student_shape, privileged):
@@ -307,67 +724,75 @@ def _check_methods(methods, teacher, data, config, student_shape, privileged):
     for method in methods:
         student = build(config.student_arch, data, config, "student", student_shape)
         try:
-            _model(method, teacher, student, config, config.pairs)
-        except ValueError as error:
-            raise ConfigError(f"Method {method!r}: {error}") from error
+            build_method_model(method, teacher, student, config)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"Method {method.name!r}: {error}") from error
     return config
 
 
-def _one_run(
-    phase_dir: Path,
-    method,
-    seed,
-    data,
-    config,
-    teacher,
-    initial,
-    expected,
-    student_shape,
-    privileged,
-    test,
-    teacher_accuracy,
-) -> dict:
-
+def _one_run(phase_dir: Path, method: Method, run: _Run) -> dict:
+    """Trains one (seed, method) run (or reads its finished result)."""
     done = read_result(phase_dir)
     if done is not None:
         return done
-    student = build(config.student_arch, data, config, "student", student_shape)
-    student.set_weights(initial.get_weights())
+    config = run.config
+    student = build(config.student_arch, run.data, config, "student", run.student_shape)
+    student.set_weights(run.initial.get_weights())
     start_fingerprint = weights_fingerprint(student)
-    model = _model(method, teacher, student, config, config.pairs)
+    model = build_method_model(method, run.teacher, student, config)
     view = None
-    if privileged:
+    if run.privileged:
         view = (
             (lambda x, y: (degrade(x), y))
-            if method == "alone"
+            if not method.specs
             else (lambda x, y: ({"teacher": x, "student": degrade(x)}, y))
         )
-    train = data.epochs(0)
-    order = _label_fingerprint(train.map(view) if view else train, data.steps_per_epoch)
+    train = run.data.epochs(0)
+    order = _label_fingerprint(train.map(view) if view else train, run.data.steps_per_epoch)
+    keras.utils.set_random_seed(run.seed)  # a rerun of this row alone starts from the same state
     facts = run_phase(
-        phase_dir, model, data, config, config.epochs, f"seed {seed} {method}", view=view
+        phase_dir,
+        model,
+        run.data,
+        config,
+        config.epochs,
+        f"seed {run.seed} {method.name}",
+        view=view,
     )
+    terms = method.terms(config)
+
+    def weight(kind):
+        return sum(t.weight for t in terms if t.kind == kind) / max(
+            1, sum(t.kind == kind for t in terms)
+        )
+
     return finish_phase(
         phase_dir,
         {
-            "seed": seed,
-            "method": method,
-            "test_accuracy": accuracy(student, test),
-            "teacher_test_accuracy": teacher_accuracy,
+            "seed": run.seed,
+            "method": method.name,
+            "test_accuracy": accuracy(student, run.test),
+            "teacher_seed": run.teacher_seed,
+            "teacher_test_accuracy": run.teacher_accuracy,
             "fit_seconds": facts["fit_seconds"],
             "init_fingerprint": start_fingerprint,
-            "expected_init_fingerprint": expected,
+            "expected_init_fingerprint": run.expected,
             "order_fingerprint": order,
-            "gamma": config.gamma if "sp" in method.split("+") else 0.0,
-            "kd_weight": config.kd_weight if "kd" in method.split("+") else 0.0,
-            "at_weight": config.at_weight if "at" in method.split("+") else 0.0,
+            "final_fingerprint": weights_fingerprint(student),
+            "gamma": weight("sp"),
+            "kd_weight": weight("kd"),
+            "at_weight": weight("at"),
+            "terms": json.dumps([t.to_dict() for t in terms], sort_keys=True),
+            "config_hash": config_hash(config),
         },
     )
 
 
 def _write_results(out: Path, rows: list[dict]) -> None:
     buffer = io.StringIO()
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
