@@ -88,7 +88,7 @@ class TermSpec:
     Attributes:
         kind: `"sp"`, `"kd"`, `"at"`, or a user's `keras.distillation.DistillationLoss`
             subclass as `"package.module:Class"`.
-        settings: The term's settings: a user class's `from_config` dict; for
+        settings: The term's settings: keyword arguments of a user's class; for
             `kd`, optionally `{"temperature": T}`.
         weight: The term's weight; `None` takes the config's (`gamma`,
             `kd_weight`, `at_weight`; 1 for a user's term).
@@ -134,7 +134,7 @@ class Term:
             return keras_spkd.AttentionTransferDistillation(*self.layers)
         if self.kind == "kd":
             return keras_spkd.KnowledgeDistillation(**self.settings)
-        return _import_term(self.kind).from_config(dict(self.settings))
+        return _import_term(self.kind)(**self.settings)
 
 
 @dataclass(frozen=True)
@@ -558,7 +558,7 @@ def run_compare(
     `"sp+my_terms:MyTerm@0.5"`. In Python or a JSON file (`methods=
     "methods.json"`, a list), a method may be a dict: `{"name": "mine",
     "terms": ["sp", {"class": "my_terms:MyTerm", "config": {...},
-    "weight": 0.5}]}`, `config` going to the class's `from_config`. A new
+    "weight": 0.5}]}`, `config` being the class's keyword arguments. A new
     term needs no change here, in the config or in the CLI.
 
     Every row of `results.csv` can be rerun alone: it records the seed, the

@@ -1,0 +1,200 @@
+"""compare as evidence: methods as lists of terms, baselines, teachers, rows that rerun exactly.
+
+Each test here failed on keras-spkd 0.2's compare (issue 21's audit, issue 18
+item 7): one baseline only, "[+x, +x]" with one seed, one teacher for every
+seed, methods re-parsed from strings, rows that did not say how to rerun them.
+"""
+
+import json
+
+import keras
+import pytest
+
+from keras_spkd import experiment
+from keras_spkd.cli import main
+from keras_spkd.errors import ConfigError
+from keras_spkd.experiment import ExperimentConfig
+
+TINY = {"epochs": 1, "teacher_epochs": 1, "batch_size": 32}
+
+
+class ScaledLogits(keras.distillation.DistillationLoss):
+    """A user's term, known to compare only by its import path."""
+
+    def __init__(self, scale=1.0):
+        self.scale = scale
+        self.teacher_layer_name = None
+        self.student_layer_name = None
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        return None
+
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+        diff = keras.ops.convert_to_tensor(teacher_outputs) - student_outputs
+        return self.scale * keras.ops.mean(keras.ops.square(diff))
+
+    def get_config(self):
+        return {"scale": self.scale}
+
+
+USER = f"{__name__}:ScaledLogits"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache(cache, monkeypatch):
+    monkeypatch.setenv("KERAS_SPKD_CACHE", str(cache))
+
+
+@pytest.fixture
+def no_fit(monkeypatch):
+    fitted = []
+    original = keras.Model.fit
+
+    def recording(model, *args, **kwargs):
+        fitted.append(model.name)
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording)
+    return fitted
+
+
+def test_methods_are_parsed_once_into_lists_of_terms(tmp_path):
+    from keras_spkd.experiment.compare import Method, TermSpec, parse_methods
+
+    alone, sp_kd, mine = parse_methods(f"alone,sp+kd@0.5,sp+{USER}@0.25")
+    assert alone == Method("alone", ())
+    assert sp_kd.specs == (TermSpec("sp"), TermSpec("kd", {}, 0.5))
+    assert mine.specs == (TermSpec("sp"), TermSpec(USER, {}, 0.25))
+    config = ExperimentConfig(
+        pairs="group2:group2,group1:group1", gamma=[10.0, 20.0], kd_weight=2.0, **TINY
+    )
+    assert [(t.kind, t.weight, t.layers) for t in sp_kd.terms(config)] == [
+        ("sp", 10.0, ("group2", "group2")),
+        ("sp", 20.0, ("group1", "group1")),
+        ("kd", 0.5, None),
+    ]
+    assert sp_kd.label(config) == "sp@10 + sp@20 + kd@0.5 (T=4)"
+    # The config form: a user's term with its settings and weight, from a JSON file.
+    path = tmp_path / "methods.json"
+    user_term = {"class": USER, "config": {"scale": 3}, "weight": 0.5}
+    entry = {"name": "mine", "terms": [user_term, "sp"]}
+    path.write_text(json.dumps(["alone", entry]))
+    methods = parse_methods(str(path))
+    assert [m.name for m in methods] == ["alone", "mine"]
+    term = methods[1].terms(config)[0]
+    assert (term.kind, term.weight, term.settings) == (USER, 0.5, {"scale": 3})
+    assert isinstance(term.build(), ScaledLogits) and term.build().scale == 3
+    assert methods[1].to_dict() == parse_methods([methods[1].to_dict()])[0].to_dict()
+
+
+@pytest.mark.parametrize(
+    "methods, message",
+    [
+        ("alone,fitnets", "Unknown method 'fitnets'"),
+        ("sp@-1", "a weight must be > 0"),
+        ("kd@x", "a weight must be a finite number"),
+        ("json:dumps", "is not a keras.distillation.DistillationLoss subclass"),
+        ("no_such_module_here:Term", "cannot be imported"),
+        ([{"name": "m", "terms": [{"class": "sp", "config": {"pairs": 1}}]}], "takes no setting"),
+        ([{"name": "m", "terms": ["sp"], "gamma": 1}], 'is {"name"'),
+        ("sp,sp", "lists a method twice"),
+    ],
+)
+def test_bad_methods_are_refused_in_one_line(methods, message):
+    from keras_spkd.experiment.compare import parse_methods
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{")):
+        parse_methods(methods)
+
+
+def test_baselines_give_every_paired_difference_and_the_header_names_used_weights(tmp_path):
+    config = ExperimentConfig(kd_weight=1.0, **TINY)
+    result = experiment.run_compare(
+        config, methods="alone,kd,sp", seeds=2, out=tmp_path / "c", baselines=("alone", "kd")
+    )
+    accuracy = {(r["seed"], r["method"]): r["test_accuracy"] for r in result.rows}
+    for method, baseline in (("sp", "kd"), ("sp", "alone"), ("kd", "alone")):
+        diffs = [accuracy[(s, method)] - accuracy[(s, baseline)] for s in range(2)]
+        vs = result.methods[method]["vs"][baseline]
+        assert vs["mean"] == pytest.approx(sum(diffs) / 2) and vs["n"] == 2
+        assert vs["low"] <= vs["mean"] <= vs["high"]
+    assert "kd" not in result.methods["kd"]["vs"]  # no method against itself
+    header = result.table.splitlines()[2]
+    assert "| vs alone (paired mean [95% CI]) | vs kd (paired mean [95% CI]) |" in header
+    assert "KD weight 1 (T = 4)" in result.table and "AT weight" not in result.table
+
+
+def test_one_seed_gives_no_interval_and_unused_weights_are_not_listed(tmp_path):
+    result = experiment.run_compare(
+        ExperimentConfig(**TINY), methods="alone,sp", seeds=1, out=tmp_path / "c"
+    )
+    sp = result.table.splitlines()[-1]
+    assert sp.startswith("| sp |") and "one seed: no interval" in sp and "[" not in sp
+    assert "KD weight" not in result.table and "AT weight" not in result.table
+    assert result.methods["sp"]["vs"]["alone"]["low"] is None
+
+
+def test_baseline_must_be_a_method_and_cli_takes_several(tmp_path, monkeypatch, capsys, no_fit):
+    with pytest.raises(ConfigError, match="baseline 'kd' is not among the methods"):
+        experiment.run_compare(
+            ExperimentConfig(**TINY), methods="alone,sp", baselines=["kd"], out=tmp_path / "c"
+        )
+    seen = {}
+
+    def fake(config, **kwargs):
+        seen.update(kwargs)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(experiment, "run_compare", fake)
+    assert main(["compare", "--baseline", "alone", "--baseline", "kd,sp", "--teachers", "3"]) == 2
+    assert seen["baselines"] == ["alone", "kd,sp"] and seen["teachers"] == 3
+    assert no_fit == [] and not (tmp_path / "c").exists()
+
+
+def test_teachers_are_refused_with_a_teacher_file_before_anything(tmp_path, no_fit, capsys):
+    teacher = tmp_path / "t.keras"
+    teacher.write_bytes(b"")
+    with pytest.raises(ConfigError, match="cannot be combined with the teacher file"):
+        experiment.run_compare(
+            ExperimentConfig(teacher=str(teacher), **TINY), teachers=2, out=tmp_path / "c"
+        )
+    argv = ["compare", "--teacher", str(teacher), "--teachers", "2", "--out", str(tmp_path / "c")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be combined with the teacher file" in err[0]
+    assert no_fit == [] and not (tmp_path / "c").exists()
+
+
+def test_student_seeds_are_spread_over_teachers_round_robin(tmp_path):
+    result = experiment.run_compare(
+        ExperimentConfig(**TINY), methods="alone,sp", seeds=3, out=tmp_path / "c", teachers=2
+    )
+    assert [(r["seed"], r["method"], r["teacher_seed"]) for r in result.rows] == [
+        (s, m, s % 2) for s in range(3) for m in ("alone", "sp")
+    ]
+    teachers = {r["teacher_seed"]: r["teacher_test_accuracy"] for r in result.rows}
+    assert set(teachers) == {0, 1}
+    assert (tmp_path / "c" / "teachers" / "seed1" / "teacher.keras").is_file()
+    assert "2 teachers, seeds 0, 1" in result.table
+
+
+def test_a_recorded_row_reruns_exactly(tmp_path):
+    config = ExperimentConfig(**TINY)
+    first = experiment.run_compare(config, methods="alone,sp", seeds=2, out=tmp_path / "all")
+    row = next(r for r in first.rows if r["seed"] == 1 and r["method"] == "sp")
+    assert json.loads(row["terms"]) == [
+        {"class": "sp", "layers": ["group2", "group2"], "weight": 100.0}
+    ]
+    assert row["teacher_seed"] == 0 and len(row["config_hash"]) == 16
+    saved = ExperimentConfig.from_dict(experiment.RunDirectory.saved_config(tmp_path / "all"))
+    again = experiment.run_compare(saved, methods=["sp"], seeds=[1], out=tmp_path / "one")
+    (rerun,) = again.rows
+    timing = {"fit_seconds"}
+    assert {k: v for k, v in rerun.items() if k not in timing} == {
+        k: v for k, v in row.items() if k not in timing
+    }
