@@ -198,3 +198,20 @@ def test_a_recorded_row_reruns_exactly(tmp_path):
     assert {k: v for k, v in rerun.items() if k not in timing} == {
         k: v for k, v in row.items() if k not in timing
     }
+
+
+def test_a_users_term_runs_in_compare_by_its_import_path_alone(tmp_path):
+    method = {"name": "mine", "terms": ["sp", {"class": USER, "config": {"scale": 2.0}}]}
+    result = experiment.run_compare(
+        ExperimentConfig(**TINY), methods=["alone", method], seeds=1, out=tmp_path / "c"
+    )
+    mine = result.rows[1]
+    assert mine["method"] == "mine" and 0.0 <= mine["test_accuracy"] <= 1.0
+    assert json.loads(mine["terms"]) == [
+        {"class": "sp", "layers": ["group2", "group2"], "weight": 100.0},
+        {"class": USER, "config": {"scale": 2.0}, "weight": 1.0},
+    ]
+    assert mine["init_fingerprint"] == result.rows[0]["init_fingerprint"]
+    assert mine["final_fingerprint"] != result.rows[0]["final_fingerprint"]
+    history = (tmp_path / "c" / "runs" / "seed0-mine" / "history.csv").read_text().splitlines()
+    assert "scaled_logits_loss" in history[0].split(",")  # the user's term, trained and logged

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -30,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_spkd.distiller import SPDistiller
 from keras_spkd.errors import ConfigError
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.rundir import RunDirectory, check_out_path
@@ -52,6 +54,11 @@ from keras_spkd.experiment.training import (
     weights_fingerprint,
 )
 from keras_spkd.summary import atomic_write_text, write_summary
+from keras_spkd.terms import (
+    AttentionTransferDistillation,
+    KnowledgeDistillation,
+    SimilarityPreservingDistillation,
+)
 
 logger = logging.getLogger("keras_spkd")
 TERMS = ("sp", "kd", "at")
@@ -126,14 +133,12 @@ class Term:
 
     def build(self):
         """The `keras.distillation.DistillationLoss` object of this term."""
-        import keras_spkd
-
         if self.kind == "sp":
-            return keras_spkd.SimilarityPreservingDistillation(*self.layers)
+            return SimilarityPreservingDistillation(*self.layers)
         if self.kind == "at":
-            return keras_spkd.AttentionTransferDistillation(*self.layers)
+            return AttentionTransferDistillation(*self.layers)
         if self.kind == "kd":
-            return keras_spkd.KnowledgeDistillation(**self.settings)
+            return KnowledgeDistillation(**self.settings)
         return _import_term(self.kind)(**self.settings)
 
 
@@ -197,8 +202,6 @@ class Method:
 
 def _import_term(path: str):
     """`"package.module:Class"` -> the class, which must subclass DistillationLoss."""
-    import importlib
-
     module_name, _, class_name = path.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -330,45 +333,16 @@ def degrade(images):
     return images[:, : images.shape[1] // 2]
 
 
-def _has_term_api() -> bool:
-    """Whether `SPDistiller` takes a list of terms (keras-spkd 0.3's API)."""
-    import inspect
-
-    from keras_spkd.distiller import SPDistiller
-
-    return "distillation_losses" in inspect.signature(SPDistiller.__init__).parameters
-
-
 def build_method_model(method: Method, teacher, student, config: ExperimentConfig):
     """The model a method trains: the student itself, or an `SPDistiller` over its terms."""
-    from keras_spkd.distiller import SPDistiller
-
     terms = method.terms(config)
     if not terms:
         return trainable(student)
-    if _has_term_api():
-        return SPDistiller(
-            teacher,
-            student,
-            distillation_losses=[term.build() for term in terms],
-            distillation_loss_weights=[term.weight for term in terms],
-            cross_replica=True,
-        )
-    # keras-spkd 0.2's distiller: built-in terms only, in the short form.
-    if any(term.kind not in TERMS for term in terms):
-        raise ConfigError(f"Method {method.name!r}: user terms need keras-spkd's term API.")
-    sp = [t for t in terms if t.kind == "sp"]
-    kd = [t for t in terms if t.kind == "kd"]
-    at = [t for t in terms if t.kind == "at"]
     return SPDistiller(
         teacher,
         student,
-        [t.layers for t in sp] or config.pairs,
-        gamma=[t.weight for t in sp] if sp else 0.0,
-        kd_weight=kd[0].weight if kd else 0.0,
-        temperature=kd[0].settings["temperature"] if kd else config.temperature,
-        at_weight=at[0].weight if at else 0.0,
-        at_pairs=[t.layers for t in at] or None,
+        distillation_losses=[term.build() for term in terms],
+        distillation_loss_weights=[term.weight for term in terms],
         cross_replica=True,
     )
 
