@@ -98,20 +98,33 @@ def cmd_tune(args) -> int:
         objective=args.objective,
         executions_per_trial=args.executions_per_trial,
         overwrite=args.overwrite,
+        method=args.method,
+        kd_weight_range=tuple(args.kd_weight_range),
+        temperature_range=tuple(args.temperature_range),
     )
     if not result.best:
         print("Worker: search finished; the chief reports the results.")
         return 0
-    print(f"| trial | gamma | pair | kd_weight | {args.objective} |\n|---|---|---|---|---|")
+
+    def number(value, spec=".4g"):
+        return "-" if value is None else format(value, spec)
+
+    print(f"| trial | gamma | pair | kd_weight | T | {args.objective} |\n|---|---|---|---|---|---|")
     for row in result.trials:
-        score = "-" if row["objective"] is None else f"{row['objective']:.4f}"
         print(
-            f"| {row['trial']} | {row['gamma']:.4g} | {row['pair']} | {row['kd_weight']} ", end=""
+            f"| {row['trial']} | {number(row['gamma'])} | {row['pair']} "
+            f"| {number(row['kd_weight'])} | {number(row['temperature'])} "
+            f"| {number(row['objective'], '.4f')} |"
         )
-        print(f"| {score} |")
     print(
-        f"Best: gamma={result.best['gamma']:.4g}, pairs {result.best_config.pairs}; config for "
-        f"`keras-spkd --config {Path(result.out) / 'best_config.json'} distill`"
+        f"No distillation (gamma = 0) on the tuning seeds {result.seeds}: "
+        f"{args.objective} {number(result.reference.get('objective'), '.4f')}; "
+        f"best trial {number(result.best_objective, '.4f')}."
+    )
+    print(
+        f"Best ({result.method}): {', '.join(f'{k}={v}' for k, v in result.best.items())}; "
+        f"config for `keras-spkd --config {Path(result.out) / 'best_config.json'} distill`, "
+        f"method for compare in {Path(result.out) / 'best_method.json'}"
     )
     return 0
 
@@ -314,7 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--objective", default="val_accuracy", help="logged metric to optimise")
     tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="bayesian")
     tune.add_argument("--max-trials", type=int, default=10)
-    tune.add_argument("--executions-per-trial", type=int, default=1, help="fits averaged per trial")
+    tune.add_argument(
+        "--executions-per-trial", type=int, default=2, help="fits per trial (tuning seeds 1000+)"
+    )
+    tune.add_argument(
+        "--method", choices=("sp", "kd", "sp+kd"), default="sp", help="terms searched"
+    )
+    tune.add_argument(
+        "--kd-weight-range", type=float, nargs=2, default=(0.1, 10.0), metavar=("LOW", "HIGH")
+    )
+    tune.add_argument(
+        "--temperature-range", type=float, nargs=2, default=(1.0, 16.0), metavar=("LOW", "HIGH")
+    )
     tune.add_argument("--out", default="runs/tune", help="search directory")
     tune.add_argument("--overwrite", action="store_true", help="start afresh, do not resume")
 

@@ -1,14 +1,17 @@
-"""Searching gamma (and the layer pair, and the KD weight) with Keras Tuner.
+"""Searching gamma, the KD weight and temperature (and the layer pair) with Keras Tuner.
 
 The paper's gamma = 3000 belongs to CIFAR-10 WideResNets; on other models and
 data a badly chosen gamma makes the SP student worse than the student alone.
 `SPHyperModel` builds a compiled `SPDistiller` per trial around one shared,
-frozen teacher and one fixed student initialisation, so trials differ only in
-their hyper-parameters.
+frozen teacher. Every trial starts from the same student initialisation and
+data order (or, with `execution_seeds`, its k-th execution from the k-th
+seed's), so trials differ only in their hyper-parameters. SP, KD and SP+KD
+are searched alike (`method`), so each method gets the same tuning.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 
@@ -19,6 +22,7 @@ from keras_spkd.distiller import SPDistiller
 from keras_spkd.features import check_layer_pairs
 
 TUNERS = ("random", "bayesian", "hyperband")
+METHODS = ("sp", "kd", "sp+kd")
 _LOGGED = ("loss", "task_loss", "sp_loss", "kd_loss")
 
 
@@ -44,6 +48,21 @@ def check_gamma_range(gamma_range: Sequence[float]) -> tuple[float, float]:
     return low, high
 
 
+def check_range(value: Sequence[float], name: str) -> tuple[float, float]:
+    """Validates a positive (low, high) range for log-scale sampling."""
+    if len(value) != 2:
+        raise ValueError(f"Expected {name}=(low, high); received {value!r}.")
+    low, high = (float(v) for v in value)
+    if not (math.isfinite(low) and math.isfinite(high)) or low <= 0 or high <= 0:
+        raise ValueError(
+            f"{name} is searched on a log scale, so it must be finite and positive; received "
+            f"({low:g}, {high:g})."
+        )
+    if low >= high:
+        raise ValueError(f"Expected {name} low < high; received ({low:g}, {high:g}).")
+    return low, high
+
+
 def objective_for(name: str, metrics: Sequence[str] = ("accuracy",)) -> kt.Objective:
     """The `kt.Objective` for a logged metric: losses minimised, others maximised."""
     base = name.removeprefix("val_")
@@ -57,10 +76,14 @@ def objective_for(name: str, metrics: Sequence[str] = ("accuracy",)) -> kt.Objec
 class SPHyperModel(kt.HyperModel):
     """Builds a compiled `SPDistiller` per Keras Tuner trial.
 
-    Hyper-parameters: `gamma`, log-uniform in `gamma_range`; `pair`, a choice
-    among `pair_candidates` (when there are several); `kd_weight`, a choice
-    among `kd_weights` (when given). Every trial starts its student from the
-    same initial weights and distils from the same frozen teacher.
+    Hyper-parameters by `method`: `"sp"`: `gamma`, log-uniform in
+    `gamma_range`, `pair`, a choice among `pair_candidates` (when there are
+    several), and `kd_weight`, a choice among `kd_weights` (when given);
+    `"kd"`: `kd_weight` and `temperature`, log-uniform in `kd_weight_range`
+    and `temperature_range`; `"sp+kd"`: all of them together. Every trial
+    distils from the same frozen teacher; its student starts from the same
+    initial weights (or, with `execution_seeds`, execution k of every trial
+    starts from seed k's weights and data order).
 
     Args:
         teacher: The trained teacher, shared by every trial and never trained.
@@ -73,7 +96,18 @@ class SPHyperModel(kt.HyperModel):
         metrics: Compiled metrics. Defaults to `("accuracy",)`.
         train_data: A function returning the training data, called once per
             trial so that every trial sees the same data order; `search()` is
-            then called without `x`. Defaults to `None` (pass `x` to search).
+            then called without `x`. With `execution_seeds` it is called with
+            the execution's seed. Defaults to `None` (pass `x` to search).
+        method: `"sp"`, `"kd"` or `"sp+kd"`: the terms searched. Defaults to `"sp"`.
+        kd_weight_range: `(low, high)` of the KD weight, both > 0. Defaults
+            to `(0.1, 10)`.
+        temperature_range: `(low, high)` of the KD temperature T. Defaults to
+            `(1, 16)`.
+        temperature: T when it is not searched (`kd_weights`). Defaults to `4.0`.
+        execution_seeds: One seed per execution of a trial (Keras Tuner's
+            `executions_per_trial`): execution k reseeds with seed k before
+            building its student and gets `train_data(seed k)`. Defaults to
+            `None`: one fixed initial student for every build.
 
     Example:
 
@@ -95,10 +129,23 @@ class SPHyperModel(kt.HyperModel):
         kd_weights: Sequence[float] | None = None,
         optimizer: Callable[[], keras.optimizers.Optimizer] | None = None,
         metrics: Sequence[str] = ("accuracy",),
-        train_data: Callable[[], object] | None = None,
+        train_data: Callable[..., object] | None = None,
         name: str = "sp_hypermodel",
+        method: str = "sp",
+        kd_weight_range: Sequence[float] = (0.1, 10.0),
+        temperature_range: Sequence[float] = (1.0, 16.0),
+        temperature: float = 4.0,
+        execution_seeds: Sequence[int] | None = None,
     ):
         super().__init__(name=name)
+        if method not in METHODS:
+            raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
+        self.method = method
+        self.kd_weight_range = check_range(kd_weight_range, "kd_weight_range")
+        self.temperature_range = check_range(temperature_range, "temperature_range")
+        self.temperature = float(temperature)
+        self.execution_seeds = list(execution_seeds) if execution_seeds else None
+        self._hp, self._execution = None, 0
         self.gamma_range = check_gamma_range(gamma_range)
         self.pair_candidates = check_layer_pairs(list(pair_candidates))
         self.kd_weights = list(kd_weights) if kd_weights else None
@@ -115,25 +162,90 @@ class SPHyperModel(kt.HyperModel):
         for pair in self.pair_candidates:
             SPDistiller(teacher, student_builder(), [pair])
 
-    def build(self, hp: kt.HyperParameters) -> SPDistiller:
-        gamma = hp.Float("gamma", *self.gamma_range, sampling="log")
-        pairs = {_pair_key(p): p for p in self.pair_candidates}
-        pair = pairs[hp.Choice("pair", list(pairs))] if len(pairs) > 1 else self.pair_candidates[0]
-        kd_weight = hp.Choice("kd_weight", self.kd_weights) if self.kd_weights else 0.0
+    @property
+    def seed(self) -> int | None:
+        """The seed of the execution being built and fitted (`None` without `execution_seeds`)."""
+        if not self.execution_seeds:
+            return None
+        return self.execution_seeds[self._execution % len(self.execution_seeds)]
+
+    def _next_execution(self, hp) -> None:
+        """Keras Tuner builds a trial's executions from one `hp` object, one after another."""
+        if hp is self._hp:
+            self._execution += 1
+        else:
+            self._hp, self._execution = hp, 0
+
+    def student(self) -> keras.Model:
+        """A fresh student: seeded by the current execution, or the fixed initial weights."""
+        if self.seed is not None:
+            keras.utils.set_random_seed(self.seed)
+            return self.student_builder()
         student = self.student_builder()
         student.set_weights(self._initial_weights)
-        distiller = SPDistiller(self.teacher, student, [pair], gamma=gamma, kd_weight=kd_weight)
-        distiller.compile(
+        return student
+
+    def compile(self, model: keras.Model) -> keras.Model:
+        model.compile(
             optimizer=self.optimizer(),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=self.metrics,
         )
-        return distiller
+        return model
+
+    def build(self, hp: kt.HyperParameters) -> SPDistiller:
+        self._next_execution(hp)
+        gamma, temperature, kd_weight = 0.0, self.temperature, 0.0
+        pair = self.pair_candidates[0]
+        if "sp" in self.method.split("+"):
+            gamma = hp.Float("gamma", *self.gamma_range, sampling="log")
+            pairs = {_pair_key(p): p for p in self.pair_candidates}
+            if len(pairs) > 1:
+                pair = pairs[hp.Choice("pair", list(pairs))]
+        if "kd" in self.method.split("+"):
+            kd_weight = hp.Float("kd_weight", *self.kd_weight_range, sampling="log")
+            temperature = hp.Float("temperature", *self.temperature_range, sampling="log")
+        elif self.kd_weights:
+            kd_weight = hp.Choice("kd_weight", self.kd_weights)
+        distiller = SPDistiller(
+            self.teacher,
+            self.student(),
+            [pair],
+            gamma=gamma,
+            kd_weight=kd_weight,
+            temperature=temperature,
+        )
+        return self.compile(distiller)
 
     def fit(self, hp, model, *args, **kwargs):
         if self.train_data is not None and not args and "x" not in kwargs:
-            kwargs["x"] = self.train_data()  # a fresh pipeline: the same order every trial
+            # a fresh pipeline: the same order every trial (per execution seed)
+            seeded = self.seed is not None
+            kwargs["x"] = self.train_data(self.seed) if seeded else self.train_data()
         return model.fit(*args, **kwargs)
+
+    def reference(self, fit_kwargs: dict, objective: kt.Objective) -> dict:
+        """The no-distillation reference (gamma = 0, KD weight 0) on the same executions.
+
+        The student alone is trained once per execution seed (or once), with
+        the trials' optimizer and `fit_kwargs`, and scored as Keras Tuner scores
+        a trial: each execution's best epoch, averaged.
+
+        Returns:
+            `{"objective": value, "executions": [value per execution], "seeds": [...]}`;
+            the objective is `None` for a distillation log (`val_sp_loss`) the
+            student alone does not have.
+        """
+        histories, seeds = [], self.execution_seeds or [None]
+        for execution in range(len(seeds)):
+            self._hp, self._execution = None, execution
+            student = self.compile(self.student())
+            histories.append(self.fit(None, student, **fit_kwargs))
+        best = max if objective.direction == "max" else min
+        if any(objective.name not in history.history for history in histories):
+            return {"objective": None, "executions": [], "seeds": seeds}  # e.g. val_sp_loss
+        values = [float(best(history.history[objective.name])) for history in histories]
+        return {"objective": sum(values) / len(values), "executions": values, "seeds": seeds}
 
 
 def make_tuner(
@@ -216,7 +328,7 @@ def trial_tensorboard(log_dir: str | os.PathLike) -> keras.callbacks.TensorBoard
 
 
 def trial_table(tuner: kt.Tuner) -> list[dict]:
-    """One row per trial: id, status, gamma, pair, KD weight and objective."""
+    """One row per trial: id, status, gamma, pair, KD weight, temperature and objective."""
     rows = []
     for trial in tuner.oracle.trials.values():
         values = trial.hyperparameters.values
@@ -227,6 +339,7 @@ def trial_table(tuner: kt.Tuner) -> list[dict]:
                 "gamma": values.get("gamma"),
                 "pair": values.get("pair", _pair_key(tuner.hypermodel.pair_candidates[0])),
                 "kd_weight": values.get("kd_weight", 0.0),
+                "temperature": values.get("temperature", tuner.hypermodel.temperature),
                 "objective": trial.score,
             }
         )

@@ -35,6 +35,7 @@ from keras_spkd.distiller import SPDistiller
 from keras_spkd.errors import ConfigError
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.rundir import RunDirectory, check_out_path
+from keras_spkd.experiment.search import TUNING_SEED_BASE
 from keras_spkd.experiment.session import (
     load_data,
     prepare_cache,
@@ -466,6 +467,7 @@ def config_hash(config: ExperimentConfig) -> str:
 
 
 def _seed_list(seeds) -> list[int]:
+    """Evaluation seeds: `range(seeds)` or the list given, all below the tuning seeds."""
     if isinstance(seeds, (list, tuple)):
         if (
             not seeds
@@ -473,10 +475,17 @@ def _seed_list(seeds) -> list[int]:
             or len(set(seeds)) != len(seeds)
         ):
             raise ConfigError(f"seeds must be distinct integers >= 0; received {seeds!r}.")
-        return list(seeds)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds must be an integer >= 1; received {seeds!r}.")
-    return list(range(seeds))
+        seeds = list(seeds)
+    else:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ConfigError(f"seeds must be an integer >= 1; received {seeds!r}.")
+        seeds = list(range(seeds))
+    if max(seeds) >= TUNING_SEED_BASE:
+        raise ConfigError(
+            f"Evaluation seeds must stay below {TUNING_SEED_BASE}, where the search's tuning "
+            f"seeds start; received seed {max(seeds)}."
+        )
+    return seeds
 
 
 def _baselines(baselines, methods: list[Method]) -> tuple[str, ...]:

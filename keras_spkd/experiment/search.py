@@ -1,15 +1,22 @@
-"""`run_search`: a Keras Tuner search of gamma (and layer pair, KD weight) on the validation split.
+"""`run_search`: a Keras Tuner search of SP, KD or SP+KD weights on the validation split.
 
 The test split is never seen by the search. Every trial distils from one
-shared teacher, from one fixed student initialisation and the same data
-order. Rerunning the same search in the same directory resumes it.
+shared teacher. Its executions run on the tuning seeds (`TUNING_SEED_BASE`,
+1000, and up), disjoint from the evaluation seeds of `run_compare` (0 and
+up): execution k of every trial starts from seed 1000 + k's student weights
+and data order, so trials differ only in their hyper-parameters and the
+search never trains an evaluation run's start. Every search also trains the
+no-distillation reference (gamma = 0, KD weight 0) on the same seeds and
+reports it beside the best trial. Rerunning the same search in the same
+directory resumes it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_spkd.errors import ConfigError
@@ -28,6 +35,8 @@ from keras_spkd.summary import atomic_write_json, write_summary
 
 logger = logging.getLogger("keras_spkd")
 TUNERS = ("random", "bayesian", "hyperband")
+METHODS = ("sp", "kd", "sp+kd")
+TUNING_SEED_BASE = 1000  # tuning seeds; compare's evaluation seeds stay below
 
 
 @dataclass
@@ -35,16 +44,29 @@ class SearchResult:
     """What `run_search` found.
 
     Attributes:
-        trials: One row per trial (id, status, gamma, pair, KD weight, objective).
+        trials: One row per trial (id, status, gamma, pair, KD weight,
+            temperature, objective).
         best: The best trial's hyper-parameters.
         best_config: An `ExperimentConfig` with them (also `out/best_config.json`).
         out: The search directory.
+        method: The method searched (`"sp"`, `"kd"`, `"sp+kd"`).
+        best_method: The best trial as a `run_compare` method, its terms with
+            their weights (also `out/best_method.json`).
+        best_objective: The best trial's objective.
+        reference: The no-distillation reference on the same tuning seeds:
+            `{"objective", "executions", "seeds"}`.
+        seeds: The tuning seeds, one per execution of a trial.
     """
 
     trials: list[dict]
     best: dict
     best_config: ExperimentConfig
     out: str
+    method: str = "sp"
+    best_method: dict = field(default_factory=dict)
+    best_objective: float | None = None
+    reference: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=list)
 
 
 def _check_number(name, value, positive=True) -> float:
@@ -95,10 +117,21 @@ def run_search(
     pair_candidates=None,
     kd_weights=None,
     objective: str = "val_accuracy",
-    executions_per_trial: int = 1,
+    executions_per_trial: int = 2,
     overwrite: bool = False,
+    method: str = "sp",
+    kd_weight_range: tuple[float, float] = (0.1, 10.0),
+    temperature_range: tuple[float, float] = (1.0, 16.0),
 ) -> SearchResult:
-    """Searches gamma (log-uniform), and optionally the layer pair and KD weight.
+    """Searches a method's weights: SP's gamma, KD's weight and temperature, or all together.
+
+    Each method gets the same search (`max_trials`, `executions_per_trial`,
+    the same tuning seeds), so SP, KD and SP+KD are tuned alike. Execution k
+    of every trial runs on tuning seed `1000 + k` (weights and data order),
+    never on an evaluation seed of `run_compare`. The no-distillation
+    reference (the student alone) runs on the same seeds and is reported
+    beside the best trial: whether the chosen weights beat no distillation on
+    validation can be read off.
 
     Args:
         config: The experiment settings; `config.epochs` is the epochs per
@@ -111,11 +144,19 @@ def run_search(
         pair_candidates: Pairs to choose among (`"T:S,T:S"`, a list, or
             `"auto"`: every stage `suggest_layer_pairs` finds). Defaults to
             `config.pairs`.
-        kd_weights: KD weights to choose among. Defaults to none (no KD).
+        kd_weights: With `method="sp"`, KD weights to choose among. Defaults
+            to none (no KD).
         objective: A logged metric; losses are minimised. Defaults to
             `"val_accuracy"`.
-        executions_per_trial: Fits per trial, averaged. Defaults to `1`.
+        executions_per_trial: Fits per trial (one per tuning seed), averaged.
+            Defaults to `2`.
         overwrite: Start afresh instead of resuming. Defaults to `False`.
+        method: `"sp"` (gamma, pair), `"kd"` (KD weight and temperature) or
+            `"sp+kd"` (gamma, KD weight and temperature jointly). Defaults to `"sp"`.
+        kd_weight_range: `(low, high)` of the KD weight (log-uniform).
+            Defaults to `(0.1, 10)`.
+        temperature_range: `(low, high)` of the KD temperature (log-uniform).
+            Defaults to `(1, 16)`.
 
     Returns:
         A `SearchResult`.
@@ -125,6 +166,7 @@ def run_search(
     from keras_spkd.tuning import (
         SPHyperModel,
         check_gamma_range,
+        check_range,
         check_trials_completed,
         make_tuner,
         objective_for,
@@ -136,17 +178,32 @@ def run_search(
         raise ConfigError(f"config must be an ExperimentConfig; received {type(config).__name__}.")
     if tuner not in TUNERS:
         raise ConfigError(f"tuner must be one of {', '.join(TUNERS)}; received {tuner!r}.")
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}; received {method!r}.")
+    if kd_weights and method != "sp":
+        raise ConfigError(
+            f"kd_weights is a choice list for method 'sp'; method {method!r} "
+            "searches the KD weight in kd_weight_range."
+        )
     for name, value in (("max_trials", max_trials), ("executions_per_trial", executions_per_trial)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be an integer >= 1; received {value!r}.")
     try:
         gamma_range = tuple(_check_number("gamma_range", g) for g in gamma_range)
         gamma_range = check_gamma_range(gamma_range)
+        kd_weight_range = check_range(
+            [_check_number("kd_weight_range", w) for w in kd_weight_range], "kd_weight_range"
+        )
+        temperature_range = check_range(
+            [_check_number("temperature_range", t) for t in temperature_range],
+            "temperature_range",
+        )
         objective_for(objective)
     except (ValueError, TypeError) as error:
         raise ConfigError(str(error)) from error
     kd_weights = [_check_number("kd_weights", w, positive=False) for w in (kd_weights or [])]
     candidates = parse_pairs(pair_candidates, "pair_candidates") if pair_candidates else None
+    seeds = [TUNING_SEED_BASE + k for k in range(executions_per_trial)]
     strategy = strategy_for(config)
     extra = {
         "tuner": tuner,
@@ -158,6 +215,10 @@ def run_search(
         "kd_weights": kd_weights,
         "objective": objective,
         "executions_per_trial": executions_per_trial,
+        "method": method,
+        "kd_weight_range": list(kd_weight_range),
+        "temperature_range": list(temperature_range),
+        "tuning_seeds": seeds,
         **teacher_record(config),
     }
     data = load_data(config)
@@ -179,7 +240,7 @@ def run_search(
         with strategy.scope():
             teacher, teacher_meta = get_teacher(config, data)
         config, candidates = _candidates(config, candidates, teacher, data)
-        keras.utils.set_random_seed(config.seed)
+        keras.utils.set_random_seed(seeds[0])
         hypermodel = SPHyperModel(
             teacher,
             lambda: build(config.student_arch, data, config, "student"),
@@ -187,7 +248,12 @@ def run_search(
             gamma_range,
             kd_weights=kd_weights or None,
             optimizer=lambda: optimizer(config, data.steps_per_epoch, config.epochs),
-            train_data=lambda: data.epochs(0),
+            train_data=lambda seed: data.with_seed(seed).epochs(0),
+            method=method,
+            kd_weight_range=kd_weight_range,
+            temperature_range=temperature_range,
+            temperature=config.temperature,
+            execution_seeds=seeds,
         )
         search = make_tuner(
             tuner,
@@ -202,26 +268,24 @@ def run_search(
             executions_per_trial=executions_per_trial,
             distribution_strategy=strategy if config.strategy != "default" else None,
         )
-        search.search(
-            validation_data=data.val,
-            epochs=config.epochs,
-            steps_per_epoch=data.steps_per_epoch,
-            callbacks=[trial_tensorboard(str(out / "tensorboard"))],
-            verbose=verbosity(),
-        )
+        fit_kwargs = {
+            "validation_data": data.val,
+            "epochs": config.epochs,
+            "steps_per_epoch": data.steps_per_epoch,
+            "shuffle": False,  # the order is the tuning seed's, keyed on (seed, epoch)
+            "verbose": verbosity(),
+        }
+        search.search(callbacks=[trial_tensorboard(str(out / "tensorboard"))], **fit_kwargs)
         if worker:  # its oracle client holds no trial table; the chief reports
-            return SearchResult([], {}, config, str(out))
+            return SearchResult([], {}, config, str(out), method, seeds=seeds)
         check_trials_completed(search)
         rows = trial_table(search)
         best = search.get_best_hyperparameters(1)[0].values
-        pair = best.get("pair")
-        best_pairs = [pair.split(":")] if pair else [list(candidates[0])]
-        best_config = config.replace(
-            gamma=float(best["gamma"]),
-            pairs=best_pairs,
-            kd_weight=float(best.get("kd_weight", config.kd_weight)),
-        )
+        best_objective = search.oracle.get_best_trials(1)[0].score
+        reference = _reference(out, hypermodel, fit_kwargs, search.oracle.objective, strategy)
+        best_config, best_method = _best(config, best, candidates, method)
         best_config.to_json(out / "best_config.json")
+        atomic_write_json(out / "best_method.json", best_method)
         atomic_write_json(out / "trials.json", rows)
         from keras_spkd.experiment.tools import export_for
 
@@ -234,11 +298,49 @@ def run_search(
             accuracy={},
             trials=rows,
             best=best,
+            best_objective=best_objective,
             best_config=best_config.to_dict(),
+            best_method=best_method,
+            method=method,
+            tuning_seeds=seeds,
+            reference=reference,
             teacher=teacher_meta,
             export=export,
         )
-    return SearchResult(rows, best, best_config, str(out))
+    return SearchResult(
+        rows, best, best_config, str(out), method, best_method, best_objective, reference, seeds
+    )
+
+
+def _best(config: ExperimentConfig, best: dict, candidates, method: str):
+    """The best trial as a config and as a `run_compare` method (its terms and weights)."""
+    changes: dict = {}
+    terms = []
+    if "gamma" in best:
+        pair = best.get("pair")
+        changes.update(
+            gamma=float(best["gamma"]), pairs=[pair.split(":")] if pair else [list(candidates[0])]
+        )
+        terms.append({"class": "sp", "weight": float(best["gamma"])})
+    if best.get("kd_weight"):
+        temperature = float(best.get("temperature", config.temperature))
+        changes.update(kd_weight=float(best["kd_weight"]), temperature=temperature)
+        terms.append(
+            {"class": "kd", "config": {"temperature": temperature}, "weight": changes["kd_weight"]}
+        )
+    return config.replace(**changes), {"name": method, "terms": terms}
+
+
+def _reference(out: Path, hypermodel, fit_kwargs: dict, objective, strategy) -> dict:
+    """The no-distillation reference on the tuning seeds (kept in `reference.json`)."""
+    path = out / "reference.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    logger.info("Training the no-distillation reference (gamma = 0) on the tuning seeds")
+    with strategy.scope():
+        reference = hypermodel.reference(fit_kwargs, objective)
+    atomic_write_json(path, reference)
+    return reference
 
 
 def read_best_config(out: str | os.PathLike) -> ExperimentConfig:

@@ -1,0 +1,135 @@
+"""The search as evidence: tuning seeds apart from evaluation seeds, several executions,
+a no-distillation reference, and SP, KD and SP+KD searched alike (issue 21).
+
+Each test here failed on keras-spkd 0.2's search: it trained every trial from
+compare's seed-0 student and data order, once, with no gamma = 0 reference,
+and searched gamma only.
+"""
+
+import json
+
+import keras
+import pytest
+
+from keras_spkd import experiment
+from keras_spkd.cli import main
+from keras_spkd.errors import ConfigError
+from keras_spkd.experiment import ExperimentConfig
+from keras_spkd.experiment.session import load_data
+from keras_spkd.experiment.training import build, weights_fingerprint
+
+TINY = {"epochs": 1, "teacher_epochs": 1, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache(cache, monkeypatch):
+    monkeypatch.setenv("KERAS_SPKD_CACHE", str(cache))
+
+
+def _first_labels(dataset):
+    return tuple(next(iter(dataset.take(1)))[1].numpy().tolist())
+
+
+def test_search_trains_on_its_own_seeds_never_on_an_evaluation_start(tmp_path, monkeypatch):
+    config = ExperimentConfig(**TINY)
+    data = load_data(config)
+    evaluation = []  # what compare's seeds 0 and 1 start from: weights and first batch
+    for seed in range(2):
+        keras.utils.set_random_seed(seed)
+        evaluation.append(
+            (
+                weights_fingerprint(build(config.student_arch, data, config, "student")),
+                _first_labels(data.with_seed(seed).epochs(0)),
+            )
+        )
+    fits = []
+    original = keras.Model.fit
+
+    def recording(model, x=None, *args, **kwargs):
+        student = getattr(model, "student", model)
+        if student.name == "student":  # not the teacher, trained once into the cache
+            fits.append((type(model).__name__, weights_fingerprint(student), _first_labels(x)))
+        return original(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording)
+    result = experiment.run_search(config, tuner="random", max_trials=2, out=tmp_path / "t")
+    assert result.seeds == [1000, 1001]  # two executions per trial by default
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["tuning_seeds"] == [1000, 1001]
+    trials = [f for f in fits if f[0] == "SPDistiller"]
+    references = [f for f in fits if f[0] != "SPDistiller"]
+    assert len(trials) == 4 and len(references) == 2  # 2 trials x 2 executions; 2 reference fits
+    starts = {(w, o) for _, w, o in fits}
+    assert len(starts) == 2  # execution k of every trial and of the reference: seed 1000 + k
+    assert not starts & set(evaluation)
+    assert not {w for w, _ in starts} & {w for w, _ in evaluation}
+    assert not {o for _, o in starts} & {o for _, o in evaluation}
+    assert [f[1:] for f in trials[:2]] == [f[1:] for f in trials[2:]] == [f[1:] for f in references]
+
+
+def test_every_search_reports_the_no_distillation_reference_beside_the_best(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    argv = ["tune", "--tuner", "random", "--max-trials", "1", "--out", "t"]
+    argv += ["--epochs", "1", "--teacher-epochs", "1", "--batch-size", "32"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    reference = json.loads((tmp_path / "t" / "reference.json").read_text())
+    assert reference["seeds"] == [1000, 1001] and len(reference["executions"]) == 2
+    assert reference["objective"] == pytest.approx(sum(reference["executions"]) / 2)
+    assert 0.0 <= reference["objective"] <= 1.0
+    assert "No distillation (gamma = 0) on the tuning seeds [1000, 1001]: val_accuracy " in out
+    assert f"{reference['objective']:.4f}; best trial " in out
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["reference"] == reference and summary["best_objective"] is not None
+
+
+@pytest.mark.parametrize(
+    "method, searched",
+    [("kd", {"kd_weight", "temperature"}), ("sp+kd", {"gamma", "kd_weight", "temperature"})],
+)
+def test_kd_and_sp_kd_are_searched_like_gamma_with_the_same_budget(method, searched, tmp_path):
+    result = experiment.run_search(
+        ExperimentConfig(**TINY),
+        tuner="random",
+        max_trials=2,
+        out=tmp_path / "t",
+        executions_per_trial=1,
+        method=method,
+        kd_weight_range=(0.5, 2.0),
+        temperature_range=(2.0, 8.0),
+    )
+    assert len(result.trials) == 2 and result.method == method
+    assert set(result.best) == searched
+    for row in result.trials:
+        assert 0.5 <= row["kd_weight"] <= 2.0 and 2.0 <= row["temperature"] <= 8.0
+        assert (row["gamma"] is None) == (method == "kd")
+    kinds = [term["class"] for term in result.best_method["terms"]]
+    assert kinds == (["kd"] if method == "kd" else ["sp", "kd"])
+    kd = result.best_method["terms"][-1]
+    assert kd["weight"] == result.best["kd_weight"] == result.best_config.kd_weight
+    assert kd["config"]["temperature"] == result.best_config.temperature
+    # The best method goes straight into compare, weights and all.
+    from keras_spkd.experiment.compare import parse_methods
+
+    (parsed,) = parse_methods([json.loads((tmp_path / "t" / "best_method.json").read_text())])
+    assert parsed.name == method
+
+
+def test_search_settings_are_checked_before_anything(tmp_path):
+    config = ExperimentConfig(**TINY)
+    with pytest.raises(ConfigError, match="method must be one of sp, kd, sp\\+kd"):
+        experiment.run_search(config, method="at", out=tmp_path / "t")
+    with pytest.raises(ConfigError, match="kd_weight_range low < high"):
+        experiment.run_search(config, method="kd", kd_weight_range=(2, 1), out=tmp_path / "t")
+    with pytest.raises(ConfigError, match="kd_weights is a choice list for method 'sp'"):
+        experiment.run_search(config, method="kd", kd_weights=[1.0], out=tmp_path / "t")
+    with pytest.raises(ConfigError, match="below 1000, where the search's tuning seeds start"):
+        experiment.run_compare(config, seeds=[3, 1000], out=tmp_path / "c")
+    assert not (tmp_path / "t").exists() and not (tmp_path / "c").exists()
