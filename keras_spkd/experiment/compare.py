@@ -154,8 +154,11 @@ class Method:
     name: str
     specs: tuple[TermSpec, ...] = ()
 
-    def uses(self, kind: str) -> bool:
-        return any(spec.kind == kind for spec in self.specs)
+    def uses(self, kind: str, config_weight: bool = False) -> bool:
+        """Whether a term of `kind` is on (with `config_weight`: one weighted by the config)."""
+        return any(
+            spec.kind == kind and (spec.weight is None or not config_weight) for spec in self.specs
+        )
 
     def to_dict(self) -> dict:
         return {"name": self.name, "terms": [spec.to_dict() for spec in self.specs]}
@@ -193,9 +196,9 @@ class Method:
         """`"sp@100 + kd@1 (T=4)"`: the terms with their weights, for tables."""
         parts = []
         for term in self.terms(config):
-            text = f"{term.kind}@{term.weight:g}"
+            text = f"{term.kind}@{term.weight:.4g}"
             if term.kind == "kd":
-                text += f" (T={term.settings['temperature']:g})"
+                text += f" (T={term.settings['temperature']:.4g})"
             if text not in parts:
                 parts.append(text)
         return " + ".join(parts) or "task loss only"
@@ -425,11 +428,11 @@ def _table(config, methods, stats, seeds, privileged, teachers, baselines) -> st
             f"{', '.join(map(str, teachers))}; student seeds assigned round-robin)"
         )
     weights = [f"pairs {pairs}"]
-    if any(m.uses("sp") for m in methods):
+    if any(m.uses("sp", config_weight=True) for m in methods):
         weights.append(f"gamma {config.gamma_label}")
-    if any(m.uses("kd") for m in methods):
+    if any(m.uses("kd", config_weight=True) for m in methods):
         weights.append(f"KD weight {config.kd_weight:g} (T = {config.temperature:g})")
-    if any(m.uses("at") for m in methods):
+    if any(m.uses("at", config_weight=True) for m in methods):
         weights.append(f"AT weight {config.at_weight:g}")
     lines = [
         f"Test accuracy on {config.dataset}, {setting}; {seeds} seeds, {config.epochs} epochs; "
