@@ -30,6 +30,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy.stats import t as student_t
 
 from keras_spkd.distiller import SPDistiller
 from keras_spkd.errors import ConfigError
@@ -361,9 +362,7 @@ def paired_interval(differences: list[float], level: float = 0.95) -> tuple[floa
     n = len(differences)
     if n < 2:
         return mean, mean, mean
-    from scipy.stats import t
-
-    half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return mean, mean - half, mean + half
 
 

@@ -13,11 +13,16 @@ directory resumes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+
+import keras
 
 from keras_spkd.errors import ConfigError
 from keras_spkd.experiment.config import ExperimentConfig, parse_pairs
@@ -30,8 +35,20 @@ from keras_spkd.experiment.session import (
     teacher_record,
 )
 from keras_spkd.experiment.teacher import get_teacher
+from keras_spkd.experiment.tools import export_for
 from keras_spkd.experiment.training import build, optimizer, verbosity
+from keras_spkd.pairs import suggest_layer_pairs
 from keras_spkd.summary import atomic_write_json, write_summary
+from keras_spkd.tuning import (
+    SPHyperModel,
+    check_gamma_range,
+    check_range,
+    check_trials_completed,
+    make_tuner,
+    objective_for,
+    trial_table,
+    trial_tensorboard,
+)
 
 logger = logging.getLogger("keras_spkd")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -70,8 +87,6 @@ class SearchResult:
 
 
 def _check_number(name, value, positive=True) -> float:
-    import math
-
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number; received {value!r}.")
     if value <= 0 if positive else value < 0:
@@ -79,24 +94,9 @@ def _check_number(name, value, positive=True) -> float:
     return float(value)
 
 
-class _Shared:
-    """A Keras Tuner worker's view of the chief's search directory (the chief locks it)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
 def _candidates(config, candidates, teacher, data):
     """Concrete, checked config pairs and pair candidates (`"auto"`: every stage found)."""
     if candidates == "auto":
-        from keras_spkd.pairs import suggest_layer_pairs
-
         student = build(config.student_arch, data, config, "student")
         try:
             candidates = suggest_layer_pairs(teacher, student, stages="all")
@@ -161,19 +161,6 @@ def run_search(
     Returns:
         A `SearchResult`.
     """
-    import keras
-
-    from keras_spkd.tuning import (
-        SPHyperModel,
-        check_gamma_range,
-        check_range,
-        check_trials_completed,
-        make_tuner,
-        objective_for,
-        trial_table,
-        trial_tensorboard,
-    )
-
     if not isinstance(config, ExperimentConfig):
         raise ConfigError(f"config must be an ExperimentConfig; received {type(config).__name__}.")
     if tuner not in TUNERS:
@@ -230,8 +217,8 @@ def run_search(
         keras.utils.set_random_seed(config.seed)
         _candidates(config, candidates, build(config.teacher_arch, data, config, "t"), data)
     worker = "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "chief")
-    directory = (  # a distributed search's workers share the chief's directory
-        _Shared(check_out_path(out, create=True))
+    directory = (  # a distributed search's workers share the chief's directory (it locks it)
+        contextlib.nullcontext(SimpleNamespace(path=check_out_path(out, create=True)))
         if worker
         else RunDirectory(out, config, resume=True, kind="search", extra=extra, overwrite=overwrite)
     )
@@ -287,8 +274,6 @@ def run_search(
         best_config.to_json(out / "best_config.json")
         atomic_write_json(out / "best_method.json", best_method)
         atomic_write_json(out / "trials.json", rows)
-        from keras_spkd.experiment.tools import export_for
-
         best_student = search.get_best_models(1)[0].student
         export = export_for(best_student, out / "best_student", data, config.replace(tflite=()))
         write_summary(
