@@ -135,13 +135,41 @@ class Term:
 
     def build(self):
         """The `keras.distillation.DistillationLoss` object of this term."""
-        if self.kind == "sp":
-            return SimilarityPreservingDistillation(*self.layers)
-        if self.kind == "at":
-            return AttentionTransferDistillation(*self.layers)
-        if self.kind == "kd":
-            return KnowledgeDistillation(**self.settings)
-        return _import_term(self.kind)(**self.settings)
+        cls = BUILTIN_CLASSES.get(self.kind) or _import_term(self.kind)
+        return cls(*(self.layers or ()), **self.settings)
+
+
+def _sp_terms(spec: TermSpec, config: ExperimentConfig) -> list[Term]:
+    """One SP term per layer pair, weighted by gamma (one per pair) or the term's weight."""
+    gammas = config.gamma if isinstance(config.gamma, list) else [config.gamma] * len(config.pairs)
+    return [
+        Term("sp", gamma if spec.weight is None else spec.weight, tuple(pair))
+        for pair, gamma in zip(config.pairs, gammas)
+    ]
+
+
+def _kd_terms(spec: TermSpec, config: ExperimentConfig) -> list[Term]:
+    weight = config.kd_weight if spec.weight is None else spec.weight
+    return [Term("kd", weight, settings={"temperature": config.temperature, **spec.settings})]
+
+
+def _at_terms(spec: TermSpec, config: ExperimentConfig) -> list[Term]:
+    """One AT term per AT pair (the SP pairs unless `at_pairs` is given)."""
+    pairs = config.pairs if config.at_pairs in (None, "auto") else config.at_pairs
+    weight = config.at_weight if spec.weight is None else spec.weight
+    return [Term("at", weight, tuple(pair)) for pair in pairs]
+
+
+def _user_terms(spec: TermSpec, config: ExperimentConfig) -> list[Term]:
+    return [Term(spec.kind, 1.0 if spec.weight is None else spec.weight, None, spec.settings)]
+
+
+BUILTIN_CLASSES = {
+    "sp": SimilarityPreservingDistillation,
+    "kd": KnowledgeDistillation,
+    "at": AttentionTransferDistillation,
+}
+_BUILTIN_TERMS = {"sp": _sp_terms, "kd": _kd_terms, "at": _at_terms}
 
 
 @dataclass(frozen=True)
@@ -166,32 +194,11 @@ class Method:
 
     def terms(self, config: ExperimentConfig) -> list[Term]:
         """The concrete terms: SP and AT one per layer pair, weights filled in from `config`."""
-        out = []
-        for spec in self.specs:
-            if spec.kind == "sp":
-                gammas = config.gamma if isinstance(config.gamma, list) else None
-                for i, pair in enumerate(config.pairs):
-                    default = gammas[i] if gammas else config.gamma
-                    weight = default if spec.weight is None else spec.weight
-                    out.append(Term("sp", weight, tuple(pair)))
-            elif spec.kind == "at":
-                pairs = config.pairs if config.at_pairs in (None, "auto") else config.at_pairs
-                weight = config.at_weight if spec.weight is None else spec.weight
-                out.extend(Term("at", weight, tuple(pair)) for pair in pairs)
-            elif spec.kind == "kd":
-                settings = {"temperature": config.temperature, **spec.settings}
-                weight = config.kd_weight if spec.weight is None else spec.weight
-                out.append(Term("kd", weight, settings=settings))
-            else:
-                out.append(
-                    Term(
-                        spec.kind,
-                        1.0 if spec.weight is None else spec.weight,
-                        None,
-                        dict(spec.settings),
-                    )
-                )
-        return out
+        return [
+            term
+            for spec in self.specs
+            for term in _BUILTIN_TERMS.get(spec.kind, _user_terms)(spec, config)
+        ]
 
     def label(self, config: ExperimentConfig) -> str:
         """`"sp@100 + kd@1 (T=4)"`: the terms with their weights, for tables."""
@@ -322,14 +329,15 @@ def parse_methods(methods) -> list[Method]:
 
 
 def check_weights(methods: list[Method], config: ExperimentConfig) -> None:
-    """A built-in term whose weight is 0 would silently be the student alone: refused."""
+    """A built-in term weighted 0 by the config would silently be the student alone: refused."""
     fields = {"sp": "gamma", "kd": "kd_weight", "at": "at_weight"}
+    on = {"sp": config.sp_on, "kd": config.kd_weight > 0, "at": config.at_weight > 0}
     for method in methods:
-        for term in method.terms(config):
-            if term.kind in fields and term.weight == 0:
+        for spec in method.specs:  # a term's own weight is > 0 (checked when parsed)
+            if spec.kind in fields and spec.weight is None and not on[spec.kind]:
                 raise ConfigError(
-                    f"Method {method.name!r}: term {term.kind!r} needs {fields[term.kind]} > 0; "
-                    f"received {fields[term.kind]} 0."
+                    f"Method {method.name!r}: term {spec.kind!r} needs {fields[spec.kind]} > 0; "
+                    f"received {fields[spec.kind]} 0."
                 )
 
 
