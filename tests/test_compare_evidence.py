@@ -112,7 +112,9 @@ def test_bad_methods_are_refused_in_one_line(methods, message):
         parse_methods(methods)
 
 
-def test_baselines_give_every_paired_difference_and_the_header_names_used_weights(tmp_path):
+def test_baselines_give_every_paired_difference_and_the_header_names_used_weights(
+    tmp_path, monkeypatch
+):
     config = ExperimentConfig(kd_weight=1.0, **TINY)
     result = experiment.run_compare(
         config, methods="alone,kd,sp", seeds=2, out=tmp_path / "c", baselines=("alone", "kd")
@@ -127,6 +129,16 @@ def test_baselines_give_every_paired_difference_and_the_header_names_used_weight
     header = result.table.splitlines()[2]
     assert "| vs alone (paired mean [95% CI]) | vs kd (paired mean [95% CI]) |" in header
     assert "KD weight 1 (T = 4)" in result.table and "AT weight" not in result.table
+    # Another baseline re-tabulates the finished runs: nothing trains again.
+    fitted = []
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: fitted.append(1))
+    again = experiment.run_compare(
+        config, methods="alone,kd,sp", seeds=2, out=tmp_path / "c", baselines="sp"
+    )
+    assert fitted == [] and again.rows == result.rows
+    assert again.methods["kd"]["vs"]["sp"]["mean"] == pytest.approx(
+        -result.methods["sp"]["vs"]["kd"]["mean"]
+    )
 
 
 def test_one_seed_gives_no_interval_and_unused_weights_are_not_listed(tmp_path):
