@@ -551,8 +551,10 @@ def run_compare(
     `"sp+my_terms:MyTerm@0.5"`. In Python or a JSON file (`methods=
     "methods.json"`, a list), a method may be a dict: `{"name": "mine",
     "terms": ["sp", {"class": "my_terms:MyTerm", "config": {...},
-    "weight": 0.5}]}`, `config` being the class's keyword arguments. A new
-    term needs no change here, in the config or in the CLI.
+    "weight": 0.5}]}`, `config` being the class's keyword arguments (layer
+    names included). A class defined in the running script is
+    `f"{__name__}:MyTerm"`. A new term needs no change here, in the config or
+    in the CLI.
 
     Every row of `results.csv` can be rerun alone: it records the seed, the
     teacher seed, the concrete terms and weights (`terms`, JSON) and the
