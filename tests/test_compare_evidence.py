@@ -126,6 +126,8 @@ def test_baselines_give_every_paired_difference_and_the_header_names_used_weight
         assert vs["mean"] == pytest.approx(sum(diffs) / 2) and vs["n"] == 2
         assert vs["low"] <= vs["mean"] <= vs["high"]
     assert "kd" not in result.methods["kd"]["vs"]  # no method against itself
+    sp_kd = result.methods["sp"]["vs"]["kd"]["detectable"]
+    assert f"sp - kd {100 * sp_kd:.2f}" in result.table.splitlines()[-1]
     header = result.table.splitlines()[2]
     assert "| vs alone (paired mean [95% CI]) | vs kd (paired mean [95% CI]) |" in header
     assert "KD weight 1 (T = 4)" in result.table and "AT weight" not in result.table
@@ -227,3 +229,18 @@ def test_a_users_term_runs_in_compare_by_its_import_path_alone(tmp_path):
     assert mine["final_fingerprint"] != result.rows[0]["final_fingerprint"]
     history = (tmp_path / "c" / "runs" / "seed0-mine" / "history.csv").read_text().splitlines()
     assert "scaled_logits_loss" in history[0].split(",")  # the user's term, trained and logged
+
+
+@pytest.mark.parametrize("n", [10, 22, 30])
+def test_detectable_difference_has_the_stated_power(n):
+    from scipy.stats import nct, t
+
+    from keras_spkd.experiment.compare import detectable_difference
+
+    effect = detectable_difference(0.56, n)
+    critical = t.ppf(0.975, n - 1)
+    shift = effect * n**0.5 / 0.56
+    power = 1 - nct.cdf(critical, n - 1, shift) + nct.cdf(-critical, n - 1, shift)
+    assert power == pytest.approx(0.8, abs=0.01)
+    if n == 22:  # issue 21's design: 22 seeds for +0.35 points at sd 0.56
+        assert effect == pytest.approx(0.35, abs=0.005)

@@ -374,11 +374,25 @@ def paired_interval(differences: list[float], level: float = 0.95) -> tuple[floa
     return mean, mean - half, mean + half
 
 
+def detectable_difference(sd: float, n: int, power: float = 0.8, level: float = 0.95) -> float:
+    """The smallest true paired difference a two-sided t test of `n` pairs detects with `power`.
+
+    `(t_{1 - alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)`, with the sd of
+    the paired differences measured (the usual approximation, good from
+    n of about 10; it understates the effect for fewer pairs).
+    """
+    if n < 2:
+        return math.nan
+    quantiles = student_t.ppf(0.5 + level / 2, n - 1) + student_t.ppf(power, n - 1)
+    return float(quantiles) * sd / math.sqrt(n)
+
+
 def summarise(rows: list[dict], methods, baselines=("alone",)) -> dict[str, dict]:
     """Per-method mean ± sd and paired differences (by seed) to each baseline.
 
     `stats[m]["vs"][b]` is `{"mean", "low", "high", "n"}` for `m - b` (a 95% t
-    interval; `low`/`high` are `None` with one seed: no interval). The
+    interval; `low`/`high` are `None` with one seed: no interval) and
+    `detectable`, the smallest true difference 80% power would find. The
     difference to `"alone"` is also `diff_mean`, `diff_low`, `diff_high`.
     """
     out = {}
@@ -405,9 +419,16 @@ def summarise(rows: list[dict], methods, baselines=("alone",)) -> dict[str, dict
             if method == baseline or not paired:
                 continue
             d_mean, low, high = paired_interval(paired)
+            detectable = detectable_difference(_spread(paired)[1], len(paired))
             if len(paired) < 2:
-                low = high = None
-            stats["vs"][baseline] = {"mean": d_mean, "low": low, "high": high, "n": len(paired)}
+                low = high = detectable = None
+            stats["vs"][baseline] = {
+                "mean": d_mean,
+                "low": low,
+                "high": high,
+                "n": len(paired),
+                "detectable": detectable,
+            }
             if baseline == "alone":
                 stats.update(diff_mean=d_mean, diff_low=low, diff_high=high)
         out[method] = stats
@@ -461,6 +482,18 @@ def _table(config, methods, stats, seeds, privileged, teachers, baselines) -> st
             f"{100 * s['min']:.2f}% | {100 * s['max']:.2f}% | {s['fit_seconds']:.1f} "
             f"| {method.label(config)} |"
         )
+    detectable = [
+        f"{method.name} - {b} {100 * stats[method.name]['vs'][b]['detectable']:.2f}"
+        for b in baselines
+        for method in methods
+        if (stats.get(method.name, {}).get("vs", {}).get(b) or {}).get("detectable") is not None
+    ]
+    if detectable:
+        lines += [
+            "",
+            "Smallest difference detectable with 80% power (two-sided 5%, from each pair's "
+            f"measured sd), points: {', '.join(detectable)}.",
+        ]
     return "\n".join(lines)
 
 
