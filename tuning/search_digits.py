@@ -9,6 +9,8 @@
     python tuning/search_digits.py                 # a few minutes on 2 CPU cores
 
 Resumable: rerun the same command. Prints the markdown recorded in tuning/RESULTS.md.
+This tunes gamma only and reuses it for SP+KD; `tuning/evidence.py` tunes SP, KD
+and SP+KD with one budget and compares them over more seeds and teachers.
 """
 
 import argparse

@@ -12,6 +12,8 @@ seeds. The same as
 Run: python tuning/search_fashion_mnist.py   (hours on a 2-core CPU; resumable:
 rerun the same command after an interruption). Results: tuning/RESULTS.md
 and RESULTS.md.
+This tunes gamma only and reuses it for SP+KD; `tuning/evidence.py` tunes SP, KD
+and SP+KD with one budget and compares them over more seeds and teachers.
 """
 
 import logging
