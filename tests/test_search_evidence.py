@@ -133,3 +133,37 @@ def test_search_settings_are_checked_before_anything(tmp_path):
     with pytest.raises(ConfigError, match="below 1000, where the search's tuning seeds start"):
         experiment.run_compare(config, seeds=[3, 1000], out=tmp_path / "c")
     assert not (tmp_path / "t").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
+def test_the_evidence_script_tunes_each_method_alike_then_compares_them(tmp_path, capsys):
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tuning" / "evidence.py"
+    spec = importlib.util.spec_from_file_location("evidence", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "ev"
+    script.main(
+        ["--trials", "1", "--executions", "1", "--epochs", "1", "--teacher-epochs", "1"]
+        + ["--seeds", "2", "--teachers", "2", "--tuner", "random", "--out", str(out)]
+    )
+    methods = json.loads((out / "methods.json").read_text())
+    assert [m if isinstance(m, str) else m["name"] for m in methods] == [
+        "alone",
+        "sp",
+        "kd",
+        "sp+kd",
+    ]
+    for method in ("sp", "kd", "sp_kd"):
+        trials = json.loads((out / f"tune-{method}" / "trials.json").read_text())
+        assert len(trials) == 1  # one budget for every method
+        assert (out / f"tune-{method}" / "reference.json").is_file()
+    with open(out / "compare" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["seed"], r["method"], r["teacher_seed"]) for r in rows] == [
+        (str(s), m, str(s % 2)) for s in range(2) for m in ("alone", "sp", "kd", "sp+kd")
+    ]
+    assert "vs kd (paired mean [95% CI])" in capsys.readouterr().out
