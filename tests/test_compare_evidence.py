@@ -103,6 +103,7 @@ def test_methods_are_parsed_once_into_lists_of_terms(tmp_path):
         ([{"name": "m", "terms": [{"class": "sp", "config": {"pairs": 1}}]}], "takes no setting"),
         ([{"name": "m", "terms": ["sp"], "gamma": 1}], 'is {"name"'),
         ("sp,sp", "lists a method twice"),
+        (f"sp+{USER}+sp", "lists a built-in term twice"),
     ],
 )
 def test_bad_methods_are_refused_in_one_line(methods, message):

@@ -282,7 +282,7 @@ def parse_method(value) -> Method:
         return value
     if isinstance(value, str):
         name = value.strip()
-        terms = [] if name == "alone" else [t for t in name.split("+")]
+        terms = [] if name == "alone" else name.split("+")
     elif isinstance(value, dict):
         unknown = sorted(set(value) - {"name", "terms"})
         if unknown or not isinstance(value.get("name"), str) or not value["name"]:
@@ -297,9 +297,9 @@ def parse_method(value) -> Method:
     specs = tuple(_parse_term(term, name) for term in terms)
     if not specs and name != "alone" and isinstance(value, str):
         raise ConfigError(f"Unknown method {name!r}; use 'alone' or '+'-joined terms of {TERMS}.")
-    kinds = [spec.kind for spec in specs]
-    if len(set(kinds)) != len(kinds) and all(k in TERMS for k in kinds):
-        raise ConfigError(f"Method {name!r} lists a term twice.")
+    builtin = [spec.kind for spec in specs if spec.kind in TERMS]
+    if len(set(builtin)) != len(builtin):  # sp is already one term per layer pair
+        raise ConfigError(f"Method {name!r} lists a built-in term twice.")
     return Method(name, specs)
 
 
