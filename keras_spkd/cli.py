@@ -112,7 +112,7 @@ def cmd_tune(args) -> int:
     print(f"| trial | gamma | pair | kd_weight | T | {args.objective} |\n|---|---|---|---|---|---|")
     for row in result.trials:
         print(
-            f"| {row['trial']} | {number(row['gamma'])} | {row['pair']} "
+            f"| {row['trial']} | {number(row['gamma'])} | {row['pair'] or '-'} "
             f"| {number(row['kd_weight'])} | {number(row['temperature'])} "
             f"| {number(row['objective'], '.4f')} |"
         )

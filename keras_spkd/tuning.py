@@ -337,7 +337,9 @@ def trial_table(tuner: kt.Tuner) -> list[dict]:
                 "trial": trial.trial_id,
                 "status": str(trial.status),
                 "gamma": values.get("gamma"),
-                "pair": values.get("pair", _pair_key(tuner.hypermodel.pair_candidates[0])),
+                "pair": values.get("pair", _pair_key(tuner.hypermodel.pair_candidates[0]))
+                if "sp" in tuner.hypermodel.method.split("+")
+                else None,  # KD alone taps no layer
                 "kd_weight": values.get("kd_weight", 0.0),
                 "temperature": values.get("temperature", tuner.hypermodel.temperature),
                 "objective": trial.score,

@@ -110,6 +110,7 @@ def test_kd_and_sp_kd_are_searched_like_gamma_with_the_same_budget(method, searc
     for row in result.trials:
         assert 0.5 <= row["kd_weight"] <= 2.0 and 2.0 <= row["temperature"] <= 8.0
         assert (row["gamma"] is None) == (method == "kd")
+        assert (row["pair"] is None) == (method == "kd")
     kinds = [term["class"] for term in result.best_method["terms"]]
     assert kinds == (["kd"] if method == "kd" else ["sp", "kd"])
     kd = result.best_method["terms"][-1]
