@@ -58,17 +58,16 @@ def test_search_trains_on_its_own_seeds_never_on_an_evaluation_start(tmp_path, m
 
     monkeypatch.setattr(keras.Model, "fit", recording)
     result = experiment.run_search(config, tuner="random", max_trials=2, out=tmp_path / "t")
+    starts = {(w, o) for _, w, o in fits}
+    assert not {w for w, _ in starts} & {w for w, _ in evaluation}  # 0.2: seed 0's weights
+    assert not {o for _, o in starts} & {o for _, o in evaluation}  # 0.2: seed 0's order
     assert result.seeds == [1000, 1001]  # two executions per trial by default
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["tuning_seeds"] == [1000, 1001]
     trials = [f for f in fits if f[0] == "SPDistiller"]
     references = [f for f in fits if f[0] != "SPDistiller"]
     assert len(trials) == 4 and len(references) == 2  # 2 trials x 2 executions; 2 reference fits
-    starts = {(w, o) for _, w, o in fits}
     assert len(starts) == 2  # execution k of every trial and of the reference: seed 1000 + k
-    assert not starts & set(evaluation)
-    assert not {w for w, _ in starts} & {w for w, _ in evaluation}
-    assert not {o for _, o in starts} & {o for _, o in evaluation}
     assert [f[1:] for f in trials[:2]] == [f[1:] for f in trials[2:]] == [f[1:] for f in references]
 
 
