@@ -64,7 +64,7 @@ def no_fit(monkeypatch):
 
 
 def test_methods_are_parsed_once_into_lists_of_terms(tmp_path):
-    from keras_spkd.experiment.compare import Method, TermSpec, parse_methods
+    from keras_spkd.experiment.methods import Method, TermSpec, parse_methods
 
     alone, sp_kd, mine = parse_methods(f"alone,sp+kd@0.5,sp+{USER}@0.25")
     assert alone == Method("alone", ())
@@ -107,7 +107,7 @@ def test_methods_are_parsed_once_into_lists_of_terms(tmp_path):
     ],
 )
 def test_bad_methods_are_refused_in_one_line(methods, message):
-    from keras_spkd.experiment.compare import parse_methods
+    from keras_spkd.experiment.methods import parse_methods
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{")):
         parse_methods(methods)

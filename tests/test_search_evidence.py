@@ -116,7 +116,7 @@ def test_kd_and_sp_kd_are_searched_like_gamma_with_the_same_budget(method, searc
     assert kd["weight"] == result.best["kd_weight"] == result.best_config.kd_weight
     assert kd["config"]["temperature"] == result.best_config.temperature
     # The best method goes straight into compare, weights and all.
-    from keras_spkd.experiment.compare import parse_methods
+    from keras_spkd.experiment.methods import parse_methods
 
     (parsed,) = parse_methods([json.loads((tmp_path / "t" / "best_method.json").read_text())])
     assert parsed.name == method

@@ -26,6 +26,7 @@ import keras
 
 from keras_spkd.errors import ConfigError
 from keras_spkd.experiment.config import ExperimentConfig, parse_pairs
+from keras_spkd.experiment.methods import Method, TermSpec
 from keras_spkd.experiment.rundir import RunDirectory, check_out_path
 from keras_spkd.experiment.session import (
     load_data,
@@ -300,20 +301,18 @@ def run_search(
 def _best(config: ExperimentConfig, best: dict, candidates, method: str):
     """The best trial as a config and as a `run_compare` method (its terms and weights)."""
     changes: dict = {}
-    terms = []
+    specs = []
     if "gamma" in best:
         pair = best.get("pair")
         changes.update(
             gamma=float(best["gamma"]), pairs=[pair.split(":")] if pair else [list(candidates[0])]
         )
-        terms.append({"class": "sp", "weight": float(best["gamma"])})
+        specs.append(TermSpec("sp", {}, changes["gamma"]))
     if best.get("kd_weight"):
         temperature = float(best.get("temperature", config.temperature))
         changes.update(kd_weight=float(best["kd_weight"]), temperature=temperature)
-        terms.append(
-            {"class": "kd", "config": {"temperature": temperature}, "weight": changes["kd_weight"]}
-        )
-    return config.replace(**changes), {"name": method, "terms": terms}
+        specs.append(TermSpec("kd", {"temperature": temperature}, changes["kd_weight"]))
+    return config.replace(**changes), Method(method, tuple(specs)).to_dict()
 
 
 def _reference(out: Path, hypermodel, fit_kwargs: dict, objective, strategy) -> dict:
