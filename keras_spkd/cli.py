@@ -15,10 +15,27 @@ import logging
 import sys
 from pathlib import Path
 
-from keras_spkd import __version__
+# `import keras_spkd` (first, by Python, for any module of the package) has
+# quieted TensorFlow already when this process is the `keras-spkd` program
+# (see `keras_spkd._quiet`).
+from keras_spkd import __version__, bench
+from keras_spkd._quiet import quiet
+from keras_spkd.errors import ConfigError, NonFiniteLossError, RunDirectoryError, SPKDError
+from keras_spkd.experiment import (
+    ExperimentConfig,
+    RunDirectory,
+    run_compare,
+    run_distill,
+    run_evaluate,
+    run_export,
+    run_layers,
+    run_search,
+    run_teacher,
+)
+from keras_spkd.experiment.config import merge, read_settings
+from keras_spkd.report import write_report
 
 logger = logging.getLogger("keras_spkd")
-S = argparse.SUPPRESS  # config flags appear in the namespace only when given
 PATH_ERRORS = (
     FileNotFoundError,
     FileExistsError,
@@ -29,36 +46,26 @@ PATH_ERRORS = (
 TFLITE_HELP = "TFLite exports: float, dynamic, int8 (none: give the flag no values)"
 
 
-def _config_fields() -> list[str]:
-    from keras_spkd.experiment.config import ExperimentConfig
+def build_config(args: argparse.Namespace, distilling: bool = True) -> ExperimentConfig:
+    """The settings of a command: preset < `--config` file < flags, field by field.
 
-    return ExperimentConfig.field_names()
-
-
-def build_config(args: argparse.Namespace, distilling: bool = True):
-    """`--config` file (if any), overlaid with the flags given, as an `ExperimentConfig`.
-
-    With `--resume`, the run directory's saved settings are the base instead,
-    so only flags given explicitly can differ from them (and are then refused).
+    With `--resume` and no `--config`, the run directory's saved settings are
+    the file, so a plain `--resume` continues the run as it was started; the
+    merged settings are then compared with the saved ones by the run
+    directory (and refused where they differ).
     """
-    from keras_spkd.experiment import ExperimentConfig, RunDirectory
-
-    values: dict = {}
+    base = None
     if getattr(args, "config", None):
-        values = ExperimentConfig.from_json(args.config).to_dict()
-    if getattr(args, "resume", False):
-        values = RunDirectory.saved_config(args.out) or values
-    given = {k: v for k, v in vars(args).items() if k in _config_fields()}
+        base = read_settings(args.config)
+    elif getattr(args, "resume", False):
+        base = RunDirectory.saved_config(args.out)
+    flags = {k: v for k, v in vars(args).items() if k in ExperimentConfig.field_names()}
     if not distilling:  # evaluate / export: no SP term, so any b >= 1 will do
-        given.setdefault("gamma", 0.0)
-    if "dataset" in given and values.get("dataset") not in (None, given["dataset"]):
-        values = {}  # another dataset: its own presets, not the file's
-    return ExperimentConfig.from_dict({**values, **given})
+        flags.setdefault("gamma", 0.0)
+    return merge(base, flags)
 
 
 def cmd_distill(args) -> int:
-    from keras_spkd.experiment import run_distill
-
     summary = run_distill(build_config(args), out=args.out, resume=args.resume)
     print(summary.table)
     export = summary.summary.get("export", {})
@@ -68,8 +75,6 @@ def cmd_distill(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from keras_spkd.experiment import run_compare
-
     result = run_compare(
         build_config(args),
         methods=args.methods,
@@ -83,8 +88,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from keras_spkd.experiment import run_search
-
     result = run_search(
         build_config(args),
         tuner=args.tuner,
@@ -115,8 +118,6 @@ def cmd_tune(args) -> int:
 
 
 def cmd_teacher(args) -> int:
-    from keras_spkd.experiment import run_teacher
-
     config = build_config(args)
     accuracy = run_teacher(config, args.out)
     print(f"Teacher {config.teacher_arch}: test accuracy {accuracy:.2%}; saved to {args.out}")
@@ -124,30 +125,21 @@ def cmd_teacher(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from keras_spkd.experiment import run_export
-
     print(json.dumps(run_export(args.model, build_config(args, False), args.out), indent=2))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from keras_spkd.experiment import run_evaluate
-
     print(json.dumps(run_evaluate(args.model, build_config(args, False))))
     return 0
 
 
 def cmd_layers(args) -> int:
-    from keras_spkd.experiment import run_layers
-
     print(run_layers(args.model))
     return 0
 
 
 def cmd_report(args) -> int:
-    from keras_spkd.errors import RunDirectoryError
-    from keras_spkd.report import write_report
-
     if not Path(args.run_dir).is_dir():
         raise RunDirectoryError(f"Run directory {args.run_dir!r} does not exist.")
     try:
@@ -159,9 +151,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from keras_spkd import bench
-    from keras_spkd.errors import ConfigError
-
     for name, low in (("steps", 2), ("rounds", 1), ("batch_size", 2), ("image_size", 8)):
         if getattr(args, name) < low:
             flag = "--" + name.replace("_", "-")
@@ -204,53 +193,45 @@ def cmd_bench(args) -> int:
 
 
 def _data_flags(parser) -> None:
-    parser.add_argument(
-        "--dataset", default=S, help="digits (default), fashion_mnist, or a TFDS name"
-    )
-    parser.add_argument("--data-dir", default=S, help="prepared data folder (TFDS, Fashion-MNIST)")
-    parser.add_argument(
-        "--download", action="store_true", default=S, help="allow downloads (needs a network)"
-    )
-    parser.add_argument("--batch-size", type=int, default=S, help="mini-batch size b")
-    parser.add_argument("--seed", type=int, default=S)
+    parser.add_argument("--dataset", help="digits (default), fashion_mnist, or a TFDS name")
+    parser.add_argument("--data-dir", help="prepared data folder (TFDS, Fashion-MNIST)")
+    parser.add_argument("--download", action="store_true", help="allow downloads (needs a network)")
+    parser.add_argument("--batch-size", type=int, help="mini-batch size b")
+    parser.add_argument("--seed", type=int)
 
 
 def _training_flags(parser, teacher_only: bool = False) -> None:
-    parser.add_argument("--lr", type=float, default=S, help="initial SGD learning rate")
+    parser.add_argument("--lr", type=float, help="initial SGD learning rate")
     parser.add_argument(
         "--schedule",
         choices=("step", "cosine", "constant"),
-        default=S,
         help="learning-rate schedule (step: x0.2 at 30/60/80%%)",
     )
-    parser.add_argument("--weight-decay", type=float, default=S, help="L2 weight decay")
-    parser.add_argument(
-        "--jit", action=argparse.BooleanOptionalAction, default=S, help="XLA-compile the step"
-    )
+    parser.add_argument("--weight-decay", type=float, help="L2 weight decay")
+    parser.add_argument("--jit", action=argparse.BooleanOptionalAction, help="XLA-compile the step")
     parser.add_argument(
         "--strategy",
         choices=("default", "mirrored", "multi_worker"),
-        default=S,
         help="tf.distribute strategy (multi_worker reads TF_CONFIG)",
     )
-    parser.add_argument("--teacher", default=S, help="trained teacher (.keras); default: cached")
-    parser.add_argument("--teacher-arch", default=S, help="wrn-D-K, digits-cnn-W, fashion-cnn-W")
+    parser.add_argument("--teacher", help="trained teacher (.keras); default: cached")
+    parser.add_argument("--teacher-arch", help="wrn-D-K, digits-cnn-W, fashion-cnn-W")
     if teacher_only:
-        parser.add_argument("--teacher-epochs", "--epochs", type=int, default=S)
+        parser.add_argument("--teacher-epochs", "--epochs", type=int)
         return
-    parser.add_argument("--teacher-epochs", type=int, default=S)
-    parser.add_argument("--student-arch", default=S)
-    parser.add_argument("--epochs", type=int, default=S, help="student epochs")
+    parser.add_argument("--teacher-epochs", type=int)
+    parser.add_argument("--student-arch")
+    parser.add_argument("--epochs", type=int, help="student epochs")
 
 
 def _distill_flags(parser, kd: float | None = None, at: float | None = None) -> None:
-    parser.add_argument("--pairs", default=S, help="TEACHER:STUDENT[,...] or auto")
-    parser.add_argument("--gamma", type=float, default=S, help="SP weight gamma")
-    parser.add_argument("--kd-weight", type=float, default=S if kd is None else kd)
-    parser.add_argument("--temperature", type=float, default=S, help="KD temperature")
+    parser.add_argument("--pairs", help="TEACHER:STUDENT[,...] or auto")
+    parser.add_argument("--gamma", type=float, help="SP weight gamma")
+    parser.add_argument("--kd-weight", type=float, default=argparse.SUPPRESS if kd is None else kd)
+    parser.add_argument("--temperature", type=float, help="KD temperature")
     if at is not None:
         parser.add_argument("--at-weight", type=float, default=at)
-        parser.add_argument("--at-pairs", default=S, help="AT pairs (equal spatial sizes)")
+        parser.add_argument("--at-pairs", help="AT pairs (equal spatial sizes)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,16 +245,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="keep TensorFlow's own logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name, func, text):
-        sub = commands.add_parser(name, help=text, description=text)
+    def command(name, func, text, config_flags=True):
+        # A config flag is in the namespace only when given (its default is the
+        # preset's, or the --config file's); other flags state their defaults.
+        default = argparse.SUPPRESS if config_flags else None
+        sub = commands.add_parser(name, help=text, description=text, argument_default=default)
         sub.set_defaults(func=func)
         return sub
 
     distill = command("distill", cmd_distill, "student alone vs with SP; table, export, report")
     _data_flags(distill), _training_flags(distill), _distill_flags(distill)
     distill.add_argument("--out", default="runs/distill", help="run directory")
-    distill.add_argument("--resume", action="store_true", help="continue the run in --out")
-    distill.add_argument("--tflite", nargs="*", default=S, help=TFLITE_HELP)
+    distill.add_argument(
+        "--resume", action="store_true", default=False, help="continue the run in --out"
+    )
+    distill.add_argument("--tflite", nargs="*", help=TFLITE_HELP)
 
     teacher = command("teacher", cmd_teacher, "train and save a teacher")
     _data_flags(teacher), _training_flags(teacher, teacher_only=True)
@@ -291,31 +277,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = command("compare", cmd_compare, "alone vs KD, AT, SP and sums, over seeds")
     _data_flags(compare), _training_flags(compare), _distill_flags(compare, kd=1.0, at=1000.0)
-    compare.add_argument("--methods", help="alone, or '+'-joined terms of sp, kd, at")
+    compare.add_argument("--methods", default=None, help="alone, or '+'-joined terms of sp, kd, at")
     compare.add_argument("--seeds", type=int, default=5)
-    compare.add_argument("--privileged", action="store_true", help="student sees the top half")
+    compare.add_argument(
+        "--privileged", action="store_true", default=False, help="student sees the top half"
+    )
     compare.add_argument("--out", default="runs/compare")
 
     tune = command("tune", cmd_tune, "Keras Tuner search of gamma (pair, KD weight)")
     _data_flags(tune), _training_flags(tune), _distill_flags(tune)
-    tune.add_argument("--pair-candidates", help="pairs to choose from, T:S,T:S,... or auto")
+    tune.add_argument(
+        "--pair-candidates", default=None, help="pairs to choose from, T:S,T:S,... or auto"
+    )
     tune.add_argument("--gamma-min", type=float, default=10.0)
     tune.add_argument("--gamma-max", type=float, default=1e4)
-    tune.add_argument("--kd-weights", type=float, nargs="*", help="KD weights to choose from")
+    tune.add_argument(
+        "--kd-weights", type=float, nargs="*", default=None, help="KD weights to choose from"
+    )
     tune.add_argument("--objective", default="val_accuracy", help="logged metric to optimise")
     tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="bayesian")
     tune.add_argument("--max-trials", type=int, default=10)
     tune.add_argument("--executions-per-trial", type=int, default=1, help="fits averaged per trial")
     tune.add_argument("--out", default="runs/tune", help="search directory")
-    tune.add_argument("--overwrite", action="store_true", help="start afresh, do not resume")
+    tune.add_argument(
+        "--overwrite", action="store_true", default=False, help="start afresh, do not resume"
+    )
 
-    layers = command("layers", cmd_layers, "a saved model's tappable layers, stage ends marked")
+    layers = command(
+        "layers", cmd_layers, "a saved model's tappable layers, stage ends marked", False
+    )
     layers.add_argument("model")
 
-    report = command("report", cmd_report, "a run directory's HTML report (and markdown)")
+    report = command("report", cmd_report, "a run directory's HTML report (and markdown)", False)
     report.add_argument("run_dir")
 
-    bench = command("bench", cmd_bench, "time a distiller step against its bound and peers")
+    bench = command("bench", cmd_bench, "time a distiller step against its bound and peers", False)
     bench.add_argument("--teacher-arch", default="wrn-16-2")
     bench.add_argument("--student-arch", default="wrn-16-1")
     bench.add_argument("--pair", default="group3:group3", help="TEACHER_LAYER:STUDENT_LAYER")
@@ -361,12 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from keras_spkd._quiet import quiet
-
     quiet(args.verbose)
     _setup_logging()
-    from keras_spkd.errors import NonFiniteLossError, SPKDError
-
     try:
         return args.func(args)
     except KeyboardInterrupt:

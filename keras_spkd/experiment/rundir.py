@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import filelock
@@ -14,13 +16,47 @@ from keras_spkd.experiment.config import ExperimentConfig, differences
 from keras_spkd.summary import atomic_write_json
 
 LOCK_NAME = ".keras-spkd.lock"
+ORIGINAL_NAME = ".keras-spkd.settings.json"  # config.json as the run began (names hand edits)
+HASH_KEY = "settings_sha256"
 logger = logging.getLogger("keras_spkd")
 
 
 def _foreign(path: Path) -> bool:
     """Whether `path` holds anything but a lock file and per-worker folders."""
     return path.is_dir() and any(
-        p.name != LOCK_NAME and not p.name.startswith("worker") for p in path.iterdir()
+        p.name not in (LOCK_NAME, ORIGINAL_NAME) and not p.name.startswith("worker")
+        for p in path.iterdir()
+    )
+
+
+def settings_hash(record: dict) -> str:
+    """sha256 of a run record's settings (the record without its own hash)."""
+    settings = {key: value for key, value in record.items() if key != HASH_KEY}
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _flat(record: dict) -> dict:
+    return {
+        **{k: v for k, v in record.items() if k not in ("config", HASH_KEY)},
+        **record.get("config", {}),
+    }
+
+
+def _check_untouched(path: Path, saved: dict) -> None:
+    """Refuses a `config.json` changed by hand since the run began, naming what changed."""
+    if HASH_KEY not in saved or saved[HASH_KEY] == settings_hash(saved):
+        return
+    changed = ""
+    try:
+        original = json.loads((path / ORIGINAL_NAME).read_text())
+        edits = differences(_flat(original), _flat(saved))
+        changed = " (" + "; ".join(e.replace(", given ", ", now ") for e in edits) + ")"
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass  # the copy is gone too: say that it changed, without the details
+    raise RunDirectoryError(
+        f"{path / 'config.json'} was changed by hand since the run began{changed}; the run "
+        "trained with the recorded settings. Restore them, or start a new run in another --out."
     )
 
 
@@ -112,8 +148,6 @@ class RunDirectory:
             ) from error
         try:
             if self.overwrite:
-                import shutil
-
                 for path in self.path.iterdir():
                     if path.name != LOCK_NAME:
                         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -146,13 +180,8 @@ class RunDirectory:
                     f"{record} is not a keras-spkd run record (no settings object in it); "
                     "it was changed by hand. Start a new run in another --out."
                 )
-            given = self._recorded()
-            flat_saved = {
-                **{k: v for k, v in saved.items() if k != "config"},
-                **saved.get("config", {}),
-            }
-            flat_given = {**{k: v for k, v in given.items() if k != "config"}, **given["config"]}
-            changed = differences(flat_saved, flat_given)
+            _check_untouched(self.path, saved)
+            changed = differences(_flat(saved), _flat(self._recorded()))
             if changed:
                 raise RunDirectoryError(
                     f"Cannot resume {str(self.path)!r} with other settings: "
@@ -165,7 +194,10 @@ class RunDirectory:
                 "or new --out."
             )
         else:
-            atomic_write_json(record, self._recorded())
+            recorded = self._recorded()
+            recorded[HASH_KEY] = settings_hash(recorded)
+            atomic_write_json(record, recorded)
+            atomic_write_json(self.path / ORIGINAL_NAME, recorded)
 
     @staticmethod
     def saved_config(out: str | os.PathLike) -> dict | None:
