@@ -10,6 +10,7 @@ directory stays resumable); anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -33,6 +34,8 @@ from keras_spkd.experiment import (
     run_teacher,
 )
 from keras_spkd.experiment.config import merge, read_settings
+from keras_spkd.experiment.rundir import hold
+from keras_spkd.experiment.session import honour_interrupts
 from keras_spkd.report import write_report
 
 logger = logging.getLogger("keras_spkd")
@@ -59,7 +62,9 @@ def build_config(args: argparse.Namespace, distilling: bool = True) -> Experimen
         base = read_settings(args.config)
     elif getattr(args, "resume", False):
         base = RunDirectory.saved_config(args.out)
-    flags = {k: v for k, v in vars(args).items() if k in ExperimentConfig.field_names()}
+    flags = {  # a config flag not given is None: the file's value, or the preset's
+        k: v for k, v in vars(args).items() if k in ExperimentConfig.field_names() and v is not None
+    }
     if not distilling:  # evaluate / export: no SP term, so any b >= 1 will do
         flags.setdefault("gamma", 0.0)
     return merge(base, flags)
@@ -119,7 +124,7 @@ def cmd_tune(args) -> int:
 
 def cmd_teacher(args) -> int:
     config = build_config(args)
-    accuracy = run_teacher(config, args.out)
+    accuracy = run_teacher(config, args.out, overwrite=args.overwrite)
     print(f"Teacher {config.teacher_arch}: test accuracy {accuracy:.2%}; saved to {args.out}")
     return 0
 
@@ -143,8 +148,9 @@ def cmd_report(args) -> int:
     if not Path(args.run_dir).is_dir():
         raise RunDirectoryError(f"Run directory {args.run_dir!r} does not exist.")
     try:
-        page, markdown = write_report(args.run_dir)
-    except (ValueError, KeyError, OSError) as error:  # files changed by hand, or another kind
+        with hold(args.run_dir):
+            page, markdown = write_report(args.run_dir)
+    except (ValueError, KeyError, TypeError) as error:  # files changed by hand, or another kind
         raise RunDirectoryError(f"Cannot report on {args.run_dir!r}: {error}") from error
     print(f"Report: {page} (markdown: {markdown})")
     return 0
@@ -195,7 +201,9 @@ def cmd_bench(args) -> int:
 def _data_flags(parser) -> None:
     parser.add_argument("--dataset", help="digits (default), fashion_mnist, or a TFDS name")
     parser.add_argument("--data-dir", help="prepared data folder (TFDS, Fashion-MNIST)")
-    parser.add_argument("--download", action="store_true", help="allow downloads (needs a network)")
+    parser.add_argument(
+        "--download", action="store_const", const=True, help="allow downloads (needs a network)"
+    )
     parser.add_argument("--batch-size", type=int, help="mini-batch size b")
     parser.add_argument("--seed", type=int)
 
@@ -227,7 +235,7 @@ def _training_flags(parser, teacher_only: bool = False) -> None:
 def _distill_flags(parser, kd: float | None = None, at: float | None = None) -> None:
     parser.add_argument("--pairs", help="TEACHER:STUDENT[,...] or auto")
     parser.add_argument("--gamma", type=float, help="SP weight gamma")
-    parser.add_argument("--kd-weight", type=float, default=argparse.SUPPRESS if kd is None else kd)
+    parser.add_argument("--kd-weight", type=float, default=kd)
     parser.add_argument("--temperature", type=float, help="KD temperature")
     if at is not None:
         parser.add_argument("--at-weight", type=float, default=at)
@@ -245,25 +253,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="keep TensorFlow's own logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name, func, text, config_flags=True):
-        # A config flag is in the namespace only when given (its default is the
-        # preset's, or the --config file's); other flags state their defaults.
-        default = argparse.SUPPRESS if config_flags else None
-        sub = commands.add_parser(name, help=text, description=text, argument_default=default)
+    def command(name, func, text):
+        sub = commands.add_parser(name, help=text, description=text)
         sub.set_defaults(func=func)
         return sub
 
     distill = command("distill", cmd_distill, "student alone vs with SP; table, export, report")
     _data_flags(distill), _training_flags(distill), _distill_flags(distill)
     distill.add_argument("--out", default="runs/distill", help="run directory")
-    distill.add_argument(
-        "--resume", action="store_true", default=False, help="continue the run in --out"
-    )
+    distill.add_argument("--resume", action="store_true", help="continue the run in --out")
     distill.add_argument("--tflite", nargs="*", help=TFLITE_HELP)
 
     teacher = command("teacher", cmd_teacher, "train and save a teacher")
     _data_flags(teacher), _training_flags(teacher, teacher_only=True)
     teacher.add_argument("--out", default="teacher.keras", help="where to save it (.keras)")
+    teacher.add_argument(
+        "--overwrite", action="store_true", help="replace --out and any interrupted training"
+    )
 
     export = command("export", cmd_export, "SavedModel + TFLite of a student, checked")
     export.add_argument("model")
@@ -277,41 +283,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = command("compare", cmd_compare, "alone vs KD, AT, SP and sums, over seeds")
     _data_flags(compare), _training_flags(compare), _distill_flags(compare, kd=1.0, at=1000.0)
-    compare.add_argument("--methods", default=None, help="alone, or '+'-joined terms of sp, kd, at")
+    compare.add_argument("--methods", help="alone, or '+'-joined terms of sp, kd, at")
     compare.add_argument("--seeds", type=int, default=5)
-    compare.add_argument(
-        "--privileged", action="store_true", default=False, help="student sees the top half"
-    )
+    compare.add_argument("--privileged", action="store_true", help="student sees the top half")
     compare.add_argument("--out", default="runs/compare")
 
     tune = command("tune", cmd_tune, "Keras Tuner search of gamma (pair, KD weight)")
     _data_flags(tune), _training_flags(tune), _distill_flags(tune)
-    tune.add_argument(
-        "--pair-candidates", default=None, help="pairs to choose from, T:S,T:S,... or auto"
-    )
+    tune.add_argument("--pair-candidates", help="pairs to choose from, T:S,T:S,... or auto")
     tune.add_argument("--gamma-min", type=float, default=10.0)
     tune.add_argument("--gamma-max", type=float, default=1e4)
-    tune.add_argument(
-        "--kd-weights", type=float, nargs="*", default=None, help="KD weights to choose from"
-    )
+    tune.add_argument("--kd-weights", type=float, nargs="*", help="KD weights to choose from")
     tune.add_argument("--objective", default="val_accuracy", help="logged metric to optimise")
     tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="bayesian")
     tune.add_argument("--max-trials", type=int, default=10)
     tune.add_argument("--executions-per-trial", type=int, default=1, help="fits averaged per trial")
     tune.add_argument("--out", default="runs/tune", help="search directory")
-    tune.add_argument(
-        "--overwrite", action="store_true", default=False, help="start afresh, do not resume"
-    )
+    tune.add_argument("--overwrite", action="store_true", help="start afresh, do not resume")
 
-    layers = command(
-        "layers", cmd_layers, "a saved model's tappable layers, stage ends marked", False
-    )
+    layers = command("layers", cmd_layers, "a saved model's tappable layers, stage ends marked")
     layers.add_argument("model")
 
-    report = command("report", cmd_report, "a run directory's HTML report (and markdown)", False)
+    report = command("report", cmd_report, "a run directory's HTML report (and markdown)")
     report.add_argument("run_dir")
 
-    bench = command("bench", cmd_bench, "time a distiller step against its bound and peers", False)
+    bench = command("bench", cmd_bench, "time a distiller step against its bound and peers")
     bench.add_argument("--teacher-arch", default="wrn-16-2")
     bench.add_argument("--student-arch", default="wrn-16-1")
     bench.add_argument("--pair", default="group3:group3", help="TEACHER_LAYER:STUDENT_LAYER")
@@ -359,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     quiet(args.verbose)
     _setup_logging()
+    with honour_interrupts():
+        return _run(args)
+
+
+def _run(args) -> int:
+    """Runs the command; errors the user can fix become one line and exit code 2."""
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -372,6 +374,16 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, OSError) and error.filename and error.strerror:
             text = f"{error.strerror}: {error.filename}"
         print(f"keras-spkd: error: {text}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        where = error.filename or "the output folder"
+        print(
+            f"keras-spkd: error: no space left on the device while writing {where}; free "
+            "some space and rerun (with --resume for a run directory: it stays resumable).",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
@@ -93,6 +95,28 @@ def check_out_path(out: str | os.PathLike, create: bool = False) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def hold(path: str | os.PathLike) -> Iterator[Path]:
+    """The lock of an existing run directory, for a writer other than the run (the report).
+
+    Raises:
+        RunDirectoryError: Another process holds it (a run is writing there).
+    """
+    path = Path(path)
+    lock = filelock.FileLock(str(path / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout as error:
+        raise RunDirectoryError(
+            f"Run directory {str(path)!r} is in use by another keras-spkd run; wait for it "
+            "to finish."
+        ) from error
+    try:
+        yield path
+    finally:
+        lock.release()
+
+
 class RunDirectory:
     """A locked run directory: the only writer for as long as it is open.
 
@@ -109,6 +133,7 @@ class RunDirectory:
         extra: Further settings that must also match on resume (methods, seeds...).
         overwrite: Delete what the directory holds (once it is locked) and start
             afresh. Defaults to `False`.
+        advice: What a refused resume tells the user to do instead.
     """
 
     def __init__(
@@ -119,6 +144,7 @@ class RunDirectory:
         kind: str = "distill",
         extra: dict | None = None,
         overwrite: bool = False,
+        advice: str = "Resume with the saved settings, or choose another --out.",
     ):
         if not isinstance(config, ExperimentConfig):
             raise TypeError(
@@ -136,6 +162,7 @@ class RunDirectory:
         self.kind = kind
         self.extra = extra or {}
         self.overwrite = overwrite
+        self.advice = advice
         self._lock = filelock.FileLock(str(self.path / LOCK_NAME))
 
     def __enter__(self) -> RunDirectory:
@@ -186,7 +213,8 @@ class RunDirectory:
                 raise RunDirectoryError(
                     f"Cannot resume {str(self.path)!r} with other settings: "
                     + "; ".join(changed)
-                    + ". Resume with the saved settings, or choose another --out."
+                    + ". "
+                    + self.advice
                 )
         elif _foreign(self.path):
             raise RunDirectoryError(
