@@ -37,7 +37,6 @@ from keras_spkd.distribute import check_global_batch, make_strategy  # noqa: E40
 from keras_spkd.export import export_student  # noqa: E402
 from keras_spkd.features import build_feature_extractor, layer_paths  # noqa: E402
 from keras_spkd.losses import (  # noqa: E402
-    SimilarityPreservingDistillation,
     SimilarityPreservingLoss,
     attention_map,
     attention_transfer_loss,
@@ -48,9 +47,16 @@ from keras_spkd.losses import (  # noqa: E402
 from keras_spkd.pairs import describe_layers, suggest_layer_pairs  # noqa: E402
 from keras_spkd.plots import plot_similarity_matrices, plot_training_curves  # noqa: E402
 from keras_spkd.report import write_report  # noqa: E402
+from keras_spkd.terms import (  # noqa: E402
+    AttentionTransferDistillation,
+    KnowledgeDistillation,
+    SimilarityPreservingDistillation,
+)
 from keras_spkd.tuning import SPHyperModel, make_tuner  # noqa: E402
 
 __all__ = [
+    "AttentionTransferDistillation",
+    "KnowledgeDistillation",
     "attention_map",
     "attention_transfer_loss",
     "FitUnderStrategy",

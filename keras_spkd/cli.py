@@ -19,7 +19,7 @@ from pathlib import Path
 # `import keras_spkd` (first, by Python, for any module of the package) has
 # quieted TensorFlow already when this process is the `keras-spkd` program
 # (see `keras_spkd._quiet`).
-from keras_spkd import __version__, bench
+from keras_spkd import __version__
 from keras_spkd._quiet import quiet
 from keras_spkd.errors import ConfigError, NonFiniteLossError, RunDirectoryError, SPKDError
 from keras_spkd.experiment import (
@@ -157,6 +157,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from keras_spkd import bench  # the timing harness: only this command loads it
+
     for name, low in (("steps", 2), ("rounds", 1), ("batch_size", 2), ("image_size", 8)):
         if getattr(args, name) < low:
             flag = "--" + name.replace("_", "-")

@@ -236,12 +236,12 @@ class _Subclassed(keras.Model):
         (
             {"layer_pairs": [("t_group", "s_nope")]},
             ValueError,
-            r"student 's' has no layer 's_nope'\. Available layers: \['s_conv1', 's_group'",
+            r"student 's' has no layer 's_nope'\. Did you mean 's_group'",
         ),
         (
             {"layer_pairs": [("t_typo", "s_group")]},
             ValueError,
-            r"teacher 't' has no layer 't_typo'.*'t_conv1'",
+            r"teacher 't' has no layer 't_typo'\. Did you mean 't_pool'\?",
         ),
         ({"layer_pairs": []}, ValueError, "non-empty list"),
         ({"layer_pairs": [("t_group",)]}, ValueError, r"pair of strings; received \('t_group',\)"),
