@@ -341,12 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging() -> None:
-    if not logger.handlers:
+    mine = [h for h in logger.handlers if h.get_name() == "keras-spkd-cli"]
+    if not mine:
         handler = logging.StreamHandler()
+        handler.set_name("keras-spkd-cli")
         handler.setFormatter(logging.Formatter("keras-spkd: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+        mine = [handler]
+    mine[0].stream = sys.stderr  # this call's (main may run many times in one process)
 
 
 def main(argv: list[str] | None = None) -> int:

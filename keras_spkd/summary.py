@@ -64,11 +64,8 @@ def check_distill_summary(summary: dict, path: str | os.PathLike) -> None:
                 problems.append(f"accuracy.{key} is {value!r}, not a number")
             elif not 0 <= value <= 1:
                 problems.append(f"accuracy.{key} is {value!r}, outside [0, 1]")
-    rows = (
-        summary.get("export", {}).get("table", [])
-        if isinstance(summary.get("export"), dict)
-        else None
-    )
+    export = summary.get("export", {})
+    rows = export.get("table", []) if isinstance(export, dict) else None
     if not isinstance(rows, list) or not all(
         isinstance(row, dict)
         and isinstance(row.get("model"), str)
