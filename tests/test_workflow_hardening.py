@@ -5,9 +5,11 @@ line and exit code 2 where there was a traceback, nothing written before
 a check fails, settings never mixed.
 """
 
+import contextlib
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -263,3 +265,46 @@ def test_teacher_overwrite_starts_afresh(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 2  # t.keras exists now
     assert "pass --overwrite to replace it" in _one_line(capsys)
+
+
+# Finding 10: a Ctrl-C that TensorFlow swallows (in its C++ export calls) still stops the run.
+def _swallowed_ctrl_c():
+    """SIGINT arriving inside a call that catches it, as TensorFlow's export does."""
+    handler = signal.getsignal(signal.SIGINT)  # what the process runs on Ctrl-C
+    with contextlib.suppress(KeyboardInterrupt):
+        handler(signal.SIGINT, None)
+
+
+def test_a_swallowed_ctrl_c_is_honoured_at_the_next_checkpoint():
+    from keras_spkd.experiment.session import checkpoint, honour_interrupts
+
+    with honour_interrupts():
+        checkpoint("before")  # nothing pending: carries on
+        _swallowed_ctrl_c()
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint("after the export")
+    with honour_interrupts():
+        checkpoint("a new call starts clean")
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_swallowed_during_export_exits_130_and_resumes(tmp_path, monkeypatch, capsys):
+    from keras_spkd.experiment import distill
+
+    export_for = distill.export_for
+
+    def export_hit_by_ctrl_c(*args, **kwargs):
+        result = export_for(*args, **kwargs)
+        _swallowed_ctrl_c()
+        return result
+
+    monkeypatch.setattr(distill, "export_for", export_hit_by_ctrl_c)
+    argv = ["distill", "--epochs", "1", "--teacher-epochs", "1", "--tflite", "float", "--out", "r"]
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "keras-spkd: interrupted; rerun with --resume to continue."
+    )
+    assert not (tmp_path / "r" / "summary.json").exists()
+    monkeypatch.setattr(distill, "export_for", export_for)
+    assert main([*argv, "--resume"]) == 0
+    assert (tmp_path / "r" / "summary.json").is_file()

@@ -208,6 +208,7 @@ def _heat_map(run_dir: Path, config, data, teacher) -> str:
 def _finish(session: Session, run_dir, config, teacher, teacher_meta, teacher_accuracy, results):
     data = session.data
     best = keras.saving.load_model(run_dir / "sp" / "student.keras")
+    logger.info("Exporting the SP student to %s", run_dir / "export")
     export = export_for(best, run_dir / "export", data, config)
     session.checkpoint("the heat map")  # a Ctrl-C that the export's C++ calls swallowed
     similarity_png = _heat_map(run_dir, config, data, teacher)
