@@ -308,3 +308,17 @@ def test_a_ctrl_c_swallowed_during_export_exits_130_and_resumes(tmp_path, monkey
     monkeypatch.setattr(distill, "export_for", export_for)
     assert main([*argv, "--resume"]) == 0
     assert (tmp_path / "r" / "summary.json").is_file()
+
+
+def test_a_cache_that_cannot_store_the_teacher_is_refused_before_the_run(
+    tmp_path, monkeypatch, capsys, refuse_training
+):
+    """Finding 8: a read-only cache without the teacher fails before anything is created."""
+    from keras_spkd.experiment import session
+
+    (tmp_path / "cache" / "teachers").mkdir(parents=True)
+    monkeypatch.setattr(session, "writable", lambda folder: False)  # root ignores chmod
+    assert main(["distill", "--out", "run"]) == 2
+    line = _one_line(capsys)
+    assert "is not writable and holds no teacher for these settings" in line
+    assert not (tmp_path / "run").exists()

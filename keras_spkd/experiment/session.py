@@ -200,12 +200,17 @@ def prepare_cache(config: ExperimentConfig | None = None) -> None:
         raise RunDirectoryError(
             f"Cannot create the teacher cache {str(root)!r} ($KERAS_SPKD_CACHE): {error.strerror}."
         ) from error
-    if not os.access(root, os.W_OK | os.X_OK):
+    if not writable(root):
         raise RunDirectoryError(
             f"The teacher cache {str(root)!r} ($KERAS_SPKD_CACHE) is not writable and holds no "
             "teacher for these settings; point KERAS_SPKD_CACHE at a writable folder, or pass "
             "a trained --teacher."
         )
+
+
+def writable(folder: Path) -> bool:
+    """Whether files can be created in `folder` (for root too: a read-only mount refuses)."""
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def _worker_index(strategy) -> int:
@@ -324,12 +329,11 @@ def prepare(
         )
         if config.teacher:
             probe = session.teacher()[0]  # loaded and checked before it is hashed
-            session.record.update(teacher_record(config))
         else:  # the pairs on the architecture, before spending time on a teacher
             prepare_cache(config)
             keras.utils.set_random_seed(config.seed)
             probe = build(config.teacher_arch, data, config, "teacher")
         if check_pairs:
             session.resolve_pairs(probe)
-    session.record.update(extra or {})
+    session.record.update({**teacher_record(config), **(extra or {})})
     return session
