@@ -66,7 +66,7 @@ def _check_grads(grads, case, count):
     names = [f"teacher{i}" for i in range(count)] + [f"student{i}" for i in range(count)]
     for name, grad in zip(names, grads):
         expected = GOLDEN[f"{case}_grad_{name}"]
-        scale = max(np.abs(expected).max(), 1e-12)
+        scale = max(np.abs(expected).max(), 1e-6)  # an all-zero gradient: round-off only
         assert_allclose(grad, expected, rtol=1e-4, atol=1e-5 * scale, err_msg=f"{case} {name}")
 
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
 
 import keras_spkd
 from tests import reference
-from tests.conftest import small_cnn, sparse_ce
+from tests.conftest import assert_allclose, small_cnn, sparse_ce
 
 DATA = Path(__file__).parent / "data"
 
