@@ -381,16 +381,27 @@ def _run(args) -> int:
             text = f"{error.strerror}: {error.filename}"
         print(f"keras-spkd: error: {text}", file=sys.stderr)
         return 2
-    except OSError as error:
-        if error.errno != errno.ENOSPC:
+    except Exception as error:
+        if not _disk_full(error):
             raise
-        where = error.filename or "the output folder"
+        where = getattr(error, "filename", None) or "the output folder"
         print(
             f"keras-spkd: error: no space left on the device while writing {where}; free "
             "some space and rerun (with --resume for a run directory: it stays resumable).",
             file=sys.stderr,
         )
         return 2
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, as Python raises it, or as TensorFlow and h5py word it in their own errors."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 if __name__ == "__main__":

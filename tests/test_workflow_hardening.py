@@ -322,3 +322,23 @@ def test_a_cache_that_cannot_store_the_teacher_is_refused_before_the_run(
     line = _one_line(capsys)
     assert "is not writable and holds no teacher for these settings" in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("{{function_node __wrapped__SaveV2}} ... : No space left on device"),
+        OSError("Unable to synchronously create file (file write failed: No space left on device)"),
+    ],
+)
+def test_a_full_disk_worded_by_tensorflow_or_h5py_is_one_line(
+    error, tmp_path, monkeypatch, capsys, refuse_training
+):
+    from keras_spkd import summary
+
+    def full(path, text):
+        raise error
+
+    monkeypatch.setattr(summary, "atomic_write_text", full)
+    assert main(["distill", "--out", "run"]) == 2
+    assert "no space left on the device" in _one_line(capsys)
