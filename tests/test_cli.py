@@ -731,6 +731,8 @@ def test_a_written_config_with_another_dataset_keeps_only_what_was_chosen(tmp_pa
     )
     same = _config(["--config", str(tmp_path / "best.json"), "distill"])
     assert same == ExperimentConfig(dataset="digits", gamma=7.0, epochs=3)
+    in_python = ExperimentConfig.from_json(tmp_path / "best.json").replace(dataset="fashion_mnist")
+    assert in_python == config
 
 
 def test_resume_with_a_config_file_compares_the_merged_settings(

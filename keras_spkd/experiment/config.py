@@ -279,11 +279,12 @@ class ExperimentConfig:
         )
 
     def replace(self, **changes: Any) -> ExperimentConfig:
-        """A copy with `changes` applied (and validated); changed preset fields become explicit."""
-        explicit = set(self.explicit) | {key for key in changes if key in PRESET_FIELDS}
-        return ExperimentConfig.from_dict(
-            {**self.to_dict(), **changes, "explicit": sorted(explicit)}
-        )
+        """A copy with `changes` applied (and validated), merged as `merge` does.
+
+        Changed preset fields become explicit; with another `dataset`, the
+        fields that only came from the old dataset's preset take the new one's.
+        """
+        return merge(self.to_dict(), changes)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values (pairs as lists)."""
