@@ -256,6 +256,12 @@ def test_an_interrupted_teacher_with_other_settings_is_refused(
     assert not (tmp_path / "t.keras").exists()
 
 
+def test_an_interrupted_teacher_without_settings_needs_overwrite(tmp_path, capsys, refuse_training):
+    (tmp_path / ".t.training" / "backup").mkdir(parents=True)  # as 0.2 left it
+    assert main(["teacher", "--epochs", "1", "--out", "t.keras"]) == 2
+    assert "pass --overwrite to train afresh" in _one_line(capsys)
+
+
 def test_teacher_overwrite_starts_afresh(tmp_path, capsys):
     _interrupted_teacher(ExperimentConfig(teacher_epochs=1))
     (tmp_path / ".t.training" / "history.csv").write_text("epoch,loss\n0,9.9\n")

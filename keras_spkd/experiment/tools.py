@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 
 from keras_spkd.distiller import SPDistiller
-from keras_spkd.errors import ConfigError
+from keras_spkd.errors import ConfigError, RunDirectoryError
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.rundir import RunDirectory
 from keras_spkd.experiment.session import checkpoint, core_errors, load_data, strategy_for
@@ -67,6 +67,11 @@ def run_teacher(config: ExperimentConfig, out: str | os.PathLike, overwrite: boo
     with strategy_for(config).scope():
         data = load_data(config)
     work = out.with_name(f".{out.stem}.training")
+    if not overwrite and work.is_dir() and not (work / "config.json").exists():
+        raise RunDirectoryError(
+            f"{str(work)!r} holds an interrupted training without its settings (keras-spkd "
+            "0.2 or older); pass --overwrite to train afresh."
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     training = RunDirectory(
         work,
