@@ -20,6 +20,9 @@ ICCV 2019, arXiv:1907.09682.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+
 __version__ = "0.2.0"
 
 # The command line quiets TensorFlow's C++ logging before anything loads it;
@@ -29,12 +32,10 @@ from keras_spkd import _quiet
 _quiet.quiet_if_command_line()
 
 # Every public class is imported, so registered for `keras.saving.load_model`,
-# as soon as `import keras_spkd` returns.
-from keras_spkd import data, experiment, models  # noqa: E402, F401  (public submodules)
-from keras_spkd.callbacks import SimilarityMonitor  # noqa: E402
+# as soon as `import keras_spkd` returns. The core runs on any Keras backend,
+# without TensorFlow:
+from keras_spkd import models  # noqa: E402, F401  (a public submodule)
 from keras_spkd.distiller import FitUnderStrategy, SPDistiller  # noqa: E402
-from keras_spkd.distribute import check_global_batch, make_strategy  # noqa: E402
-from keras_spkd.export import export_student  # noqa: E402
 from keras_spkd.features import build_feature_extractor, layer_paths  # noqa: E402
 from keras_spkd.losses import (  # noqa: E402
     SimilarityPreservingLoss,
@@ -45,14 +46,46 @@ from keras_spkd.losses import (  # noqa: E402
     similarity_preserving_loss,
 )
 from keras_spkd.pairs import describe_layers, suggest_layer_pairs  # noqa: E402
-from keras_spkd.plots import plot_similarity_matrices, plot_training_curves  # noqa: E402
-from keras_spkd.report import write_report  # noqa: E402
 from keras_spkd.terms import (  # noqa: E402
     AttentionTransferDistillation,
     KnowledgeDistillation,
     SimilarityPreservingDistillation,
 )
-from keras_spkd.tuning import SPHyperModel, make_tuner  # noqa: E402
+
+# The rest is built on TensorFlow (tf.data pipelines, exports, tf.distribute,
+# Keras Tuner, the workflow) or on the full install's other dependencies
+# (matplotlib for the pictures and the report): imported where TensorFlow is
+# installed. On JAX or PyTorch without it (the core's CI lanes install keras
+# alone), their names raise `keras_spkd._tf`'s ImportError, which says what
+# to install.
+_NEEDS_TENSORFLOW = (
+    "data",
+    "experiment",
+    "SimilarityMonitor",
+    "check_global_batch",
+    "make_strategy",
+    "export_student",
+    "SPHyperModel",
+    "make_tuner",
+    "plot_similarity_matrices",
+    "plot_training_curves",
+    "write_report",
+)
+if importlib.util.find_spec("tensorflow") is not None:
+    from keras_spkd import data, experiment  # noqa: F401  (public submodules)
+    from keras_spkd.callbacks import SimilarityMonitor
+    from keras_spkd.distribute import check_global_batch, make_strategy
+    from keras_spkd.export import export_student
+    from keras_spkd.plots import plot_similarity_matrices, plot_training_curves
+    from keras_spkd.report import write_report
+    from keras_spkd.tuning import SPHyperModel, make_tuner
+else:
+
+    def __getattr__(name: str):
+        if name in _NEEDS_TENSORFLOW:
+            importlib.import_module("keras_spkd._tf")  # raises, saying what to install
+        raise AttributeError(f"module 'keras_spkd' has no attribute {name!r}")
+
 
 __all__ = [
     "AttentionTransferDistillation",
