@@ -47,8 +47,8 @@ from pathlib import Path
 
 import keras
 
+from keras_spkd import distribute
 from keras_spkd.data import DataBundle, load_dataset
-from keras_spkd.distribute import check_global_batch, make_strategy
 from keras_spkd.errors import ConfigError, RunDirectoryError, SPKDError
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.rundir import RunDirectory, check_out_path
@@ -121,8 +121,8 @@ def checkpoint(phase: str) -> None:
 def strategy_for(config: ExperimentConfig):
     """The config's `tf.distribute` strategy, with the global batch checked against it."""
     with core_errors():
-        strategy = make_strategy(config.strategy)
-        check_global_batch(config.batch_size, strategy)
+        strategy = distribute.make_strategy(config.strategy)
+        distribute.check_global_batch(config.batch_size, strategy)
     return strategy
 
 
