@@ -29,7 +29,8 @@ The API (stable; `compare` and `search` use it too):
 
 Errors of the core (`ValueError` / `TypeError` raised by keras-spkd's
 distiller, features, pairs and strategy code for settings the user gave) are
-translated into `ConfigError` in one place, `core_errors()`. A model the
+translated into `ConfigError` in one place, `keras_spkd.errors.core_errors()`
+(imported here too). A model the
 user brings is checked against the data by `check_model_fits_data` (defined
 beside `build` in `training.py`, so the teacher cache uses it too).
 """
@@ -49,7 +50,7 @@ import keras
 
 from keras_spkd import distribute
 from keras_spkd.data import DataBundle, load_dataset
-from keras_spkd.errors import ConfigError, RunDirectoryError, SPKDError
+from keras_spkd.errors import ConfigError, RunDirectoryError, core_errors
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.rundir import RunDirectory, check_out_path
 from keras_spkd.experiment.teacher import TeacherCache, get_teacher, sha256
@@ -58,25 +59,6 @@ from keras_spkd.features import build_feature_extractor
 from keras_spkd.pairs import suggest_layer_pairs
 
 logger = logging.getLogger("keras_spkd")
-
-
-@contextlib.contextmanager
-def core_errors(prefix: str = "") -> Iterator[None]:
-    """Translates the core's `ValueError` / `TypeError` on user settings into `ConfigError`.
-
-    Wrap calls into the library's core (distiller, features, pairs,
-    strategies) with settings that came from the user; errors of the
-    workflow's own family pass unchanged.
-
-    Args:
-        prefix: Put before the core's message (e.g. `"pairs 'auto': "`).
-    """
-    try:
-        yield
-    except SPKDError:
-        raise
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"{prefix}{error}") from error
 
 
 # Ctrl-C. TensorFlow swallows SIGINT inside some C++ calls (SavedModel and

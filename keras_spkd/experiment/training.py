@@ -27,7 +27,7 @@ import tensorflow as tf
 from keras_spkd import _compat
 from keras_spkd.data import DataBundle
 from keras_spkd.distiller import FitUnderStrategy
-from keras_spkd.errors import ConfigError, NonFiniteLossError
+from keras_spkd.errors import ConfigError, NonFiniteLossError, core_errors
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.models import build_model
 from keras_spkd.summary import atomic_write_json, atomic_write_text
@@ -37,7 +37,7 @@ logger = logging.getLogger("keras_spkd")
 
 def build(arch: str, data: DataBundle, config: ExperimentConfig, name: str, input_shape=None):
     """A zoo model for `data` (input shape and classes) with the config's weight decay."""
-    try:
+    with core_errors(f"{name}: "):
         return build_model(
             arch,
             tuple(input_shape or data.input_shape),
@@ -45,8 +45,6 @@ def build(arch: str, data: DataBundle, config: ExperimentConfig, name: str, inpu
             weight_decay=config.weight_decay,
             name=name,
         )
-    except ValueError as error:
-        raise ConfigError(f"{name}: {error}") from error
 
 
 def check_model_fits_data(
