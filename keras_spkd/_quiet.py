@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import logging
 import os
 import re
@@ -115,5 +116,9 @@ def launched_as_command_line(argv: list[str] | None = None) -> bool:
 
 def quiet_if_command_line() -> None:
     """`quiet()` for the `keras-spkd` program (kept loud by its `--verbose`); else nothing."""
-    if launched_as_command_line() and "tensorflow" not in sys.modules:
+    if (
+        launched_as_command_line()
+        and "tensorflow" not in sys.modules
+        and importlib.util.find_spec("tensorflow") is not None  # else keras_spkd._tf explains
+    ):
         quiet(verbose="--verbose" in getattr(sys, "orig_argv", sys.argv))
