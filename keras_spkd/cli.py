@@ -19,20 +19,12 @@ from pathlib import Path
 # `import keras_spkd` (first, by Python, for any module of the package) has
 # quieted TensorFlow already when this process is the `keras-spkd` program
 # (see `keras_spkd._quiet`).
-from keras_spkd import __version__
+from keras_spkd import (
+    __version__,
+    experiment,  # called through the module: tests replace its functions
+)
 from keras_spkd._quiet import quiet
 from keras_spkd.errors import ConfigError, NonFiniteLossError, RunDirectoryError, SPKDError
-from keras_spkd.experiment import (
-    ExperimentConfig,
-    RunDirectory,
-    run_compare,
-    run_distill,
-    run_evaluate,
-    run_export,
-    run_layers,
-    run_search,
-    run_teacher,
-)
 from keras_spkd.experiment.config import merge, read_settings
 from keras_spkd.experiment.rundir import hold
 from keras_spkd.experiment.session import honour_interrupts
@@ -49,7 +41,7 @@ PATH_ERRORS = (
 TFLITE_HELP = "TFLite exports: float, dynamic, int8 (none: give the flag no values)"
 
 
-def build_config(args: argparse.Namespace, distilling: bool = True) -> ExperimentConfig:
+def build_config(args: argparse.Namespace, distilling: bool = True) -> experiment.ExperimentConfig:
     """The settings of a command: preset < `--config` file < flags, field by field.
 
     With `--resume` and no `--config`, the run directory's saved settings are
@@ -61,9 +53,11 @@ def build_config(args: argparse.Namespace, distilling: bool = True) -> Experimen
     if getattr(args, "config", None):
         base = read_settings(args.config)
     elif getattr(args, "resume", False):
-        base = RunDirectory.saved_config(args.out)
+        base = experiment.RunDirectory.saved_config(args.out)
     flags = {  # a config flag not given is None: the file's value, or the preset's
-        k: v for k, v in vars(args).items() if k in ExperimentConfig.field_names() and v is not None
+        k: v
+        for k, v in vars(args).items()
+        if k in experiment.ExperimentConfig.field_names() and v is not None
     }
     if not distilling:  # evaluate / export: no SP term, so any b >= 1 will do
         flags.setdefault("gamma", 0.0)
@@ -71,7 +65,7 @@ def build_config(args: argparse.Namespace, distilling: bool = True) -> Experimen
 
 
 def cmd_distill(args) -> int:
-    summary = run_distill(build_config(args), out=args.out, resume=args.resume)
+    summary = experiment.run_distill(build_config(args), out=args.out, resume=args.resume)
     print(summary.table)
     export = summary.summary.get("export", {})
     print(f"Run directory: {summary.out}  (SavedModel: {export.get('saved_model', '-')})")
@@ -80,7 +74,7 @@ def cmd_distill(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    result = run_compare(
+    result = experiment.run_compare(
         build_config(args),
         methods=args.methods,
         seeds=args.seeds,
@@ -93,7 +87,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    result = run_search(
+    result = experiment.run_search(
         build_config(args),
         tuner=args.tuner,
         max_trials=args.max_trials,
@@ -124,23 +118,25 @@ def cmd_tune(args) -> int:
 
 def cmd_teacher(args) -> int:
     config = build_config(args)
-    accuracy = run_teacher(config, args.out, overwrite=args.overwrite)
+    accuracy = experiment.run_teacher(config, args.out, overwrite=args.overwrite)
     print(f"Teacher {config.teacher_arch}: test accuracy {accuracy:.2%}; saved to {args.out}")
     return 0
 
 
 def cmd_export(args) -> int:
-    print(json.dumps(run_export(args.model, build_config(args, False), args.out), indent=2))
+    print(
+        json.dumps(experiment.run_export(args.model, build_config(args, False), args.out), indent=2)
+    )
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    print(json.dumps(run_evaluate(args.model, build_config(args, False))))
+    print(json.dumps(experiment.run_evaluate(args.model, build_config(args, False))))
     return 0
 
 
 def cmd_layers(args) -> int:
-    print(run_layers(args.model))
+    print(experiment.run_layers(args.model))
     return 0
 
 

@@ -312,13 +312,13 @@ def test_resume_with_another_setting_is_refused_listing_it(tmp_path, monkeypatch
 
 
 def test_a_bug_keeps_its_traceback_and_is_not_exit_code_2(monkeypatch, tmp_path):
-    from keras_spkd import cli
+    from keras_spkd import experiment
 
     def broken(*args, **kwargs):
         raise ValueError("an internal bug")
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "run_distill", broken)
+    monkeypatch.setattr(experiment, "run_distill", broken)
     with pytest.raises(ValueError, match="an internal bug"):
         main(["distill"])
 
