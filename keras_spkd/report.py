@@ -9,9 +9,7 @@ import json
 from pathlib import Path
 
 from keras_spkd.plots import plot_training_curves
-from keras_spkd.summary import read_summary
-
-PHASE_TITLES = {"alone": "student alone", "sp": "student + SP"}
+from keras_spkd.summary import check_distill_summary, read_summary, sp_phase_title
 
 
 def _last_row(csv_path: Path) -> dict[str, str]:
@@ -64,10 +62,13 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             f"{str(run_dir)!r} holds a {kind} run; the report covers distill runs "
             f"(see {kind}'s results.md / summary.json)."
         )
+    if summary:
+        check_distill_summary(summary, run_dir / "summary.json")
     config = summary.get("config") or json.loads(config_path.read_text()).get("config", {})
+    titles = {"alone": "student alone", "sp": sp_phase_title(config).split(" (")[0]}
     histories = {
-        PHASE_TITLES[p]: run_dir / p / "history.csv"
-        for p in PHASE_TITLES
+        titles[p]: run_dir / p / "history.csv"
+        for p in titles
         if (run_dir / p / "history.csv").is_file()
     }
     sections_html, sections_md = [], []
@@ -89,7 +90,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             ["teacher", config.get("teacher_arch", ""), f"{accuracy['teacher']:.2%}"],
             ["student alone", config.get("student_arch", ""), f"{accuracy['alone']:.2%}"],
             [
-                f"student + SP (gamma={summary.get('gamma_label')})",
+                sp_phase_title(config, summary.get("gamma_label")),
                 config.get("student_arch", ""),
                 f"{accuracy['sp']:.2%}",
             ],

@@ -10,20 +10,24 @@ restored at epoch e is fed what an uninterrupted run was fed.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import math
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_spkd import _compat
 from keras_spkd.data import DataBundle
-from keras_spkd.errors import ConfigError, NonFiniteLossError
+from keras_spkd.distiller import FitUnderStrategy
+from keras_spkd.errors import ConfigError, NonFiniteLossError, core_errors
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.models import build_model
 from keras_spkd.summary import atomic_write_json, atomic_write_text
@@ -33,7 +37,7 @@ logger = logging.getLogger("keras_spkd")
 
 def build(arch: str, data: DataBundle, config: ExperimentConfig, name: str, input_shape=None):
     """A zoo model for `data` (input shape and classes) with the config's weight decay."""
-    try:
+    with core_errors(f"{name}: "):
         return build_model(
             arch,
             tuple(input_shape or data.input_shape),
@@ -41,8 +45,60 @@ def build(arch: str, data: DataBundle, config: ExperimentConfig, name: str, inpu
             weight_decay=config.weight_decay,
             name=name,
         )
-    except ValueError as error:
-        raise ConfigError(f"{name}: {error}") from error
+
+
+def check_model_fits_data(
+    model, data: DataBundle, role: str = "teacher", source: str | None = None
+) -> None:
+    """Refuses, in one line, a model whose input or output does not fit `data`.
+
+    Checks that `model` is a functional (or Sequential) Keras model with a
+    symbolic graph, that its input shape matches the images' (dimensions
+    the model leaves open match anything) and that it has one output per
+    class.
+
+    Args:
+        model: The model (a teacher or a student).
+        data: The dataset it will be trained or evaluated on.
+        role: What the model is, for the message (`"teacher"`, `"student"`...).
+        source: Where it came from (a file name), for the message.
+
+    Raises:
+        ConfigError: Not a model, no symbolic graph, or input / classes that do
+            not fit.
+    """
+    name = f"The {role}" + (f" {source!r}" if source else "")
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"{name} is not a Keras model; received {type(model).__name__}.")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ConfigError(
+            f"{name} is a subclassed model without a symbolic graph; save a functional or "
+            "Sequential model (built with keras.Input) instead."
+        )
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConfigError(
+            f"{name} has {len(inputs)} inputs and {len(outputs)} outputs; expected one image "
+            "input and one output of class scores."
+        )
+    shape = tuple(inputs[0].shape[1:])
+    expected = tuple(data.input_shape)
+    if len(shape) != len(expected) or any(
+        have is not None and have != want for have, want in zip(shape, expected)
+    ):
+        raise ConfigError(
+            f"{name} takes inputs of shape {shape}, but {data.name!r} has images of shape "
+            f"{expected}; pass the matching --dataset, or a model built for these images."
+        )
+    classes = outputs[0].shape[-1]
+    if classes != data.num_classes:
+        raise ConfigError(
+            f"{name} has {classes} outputs, but {data.name!r} has {data.num_classes} classes; "
+            "pass the matching --dataset, or a model built for these classes."
+        )
 
 
 def optimizer(config: ExperimentConfig, steps_per_epoch: int, epochs: int):
@@ -69,20 +125,24 @@ def compile_model(model, config: ExperimentConfig, steps_per_epoch: int, epochs:
     )
 
 
-def trainable(model):
-    """The model itself, or under multi-worker a wrapper whose `fit()` works there."""
-    import tensorflow as tf
+def model_for_fit(model):
+    """What to call `fit()` / `evaluate()` on to train `model` under the current strategy.
 
-    from keras_spkd.distiller import FitUnderStrategy
-
+    That is `model` itself, except under `MultiWorkerMirroredStrategy`, where
+    Keras's `fit()` is broken upstream (PITFALLS.md) and a `FitUnderStrategy`
+    wrapper around `model` works instead (it trains `model`'s own weights).
+    """
     if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
         return FitUnderStrategy(model)
     return model
 
 
+trainable = model_for_fit  # the 0.2 name, still imported by compare.py
+
+
 def accuracy(model, dataset) -> float:
     """Test accuracy of a logits model on a batched dataset."""
-    model = trainable(model)
+    model = model_for_fit(model)
     model.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
     )
@@ -92,8 +152,6 @@ def accuracy(model, dataset) -> float:
 
 def weights_fingerprint(model: keras.Model) -> str:
     """sha256 (16 hex digits) of the weights' bytes: any change, even a permutation, shows."""
-    import hashlib
-
     digest = hashlib.sha256()
     for weight in model.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
@@ -216,8 +274,6 @@ def read_result(phase_dir: Path, model_file: str | None = None) -> dict | None:
     valid archive, was damaged after the phase finished: the phase is redone
     (it is deterministic, so it gives the same result), with one warning.
     """
-    import zipfile
-
     path = phase_dir / "result.json"
     if not path.exists():
         return None
