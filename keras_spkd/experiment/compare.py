@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from scipy.stats import t as student_t
 
-from keras_spkd.errors import ConfigError
+from keras_spkd.errors import ConfigError, core_errors
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.methods import (
     Method,
@@ -38,16 +38,8 @@ from keras_spkd.experiment.methods import (
     check_weights,
     parse_methods,
 )
-from keras_spkd.experiment.rundir import RunDirectory, check_out_path
 from keras_spkd.experiment.search import TUNING_SEED_BASE
-from keras_spkd.experiment.session import (
-    load_data,
-    prepare_cache,
-    resolve_pairs,
-    strategy_for,
-    teacher_record,
-)
-from keras_spkd.experiment.teacher import get_teacher
+from keras_spkd.experiment.session import prepare
 from keras_spkd.experiment.training import (
     accuracy,
     build,
@@ -369,59 +361,55 @@ def run_compare(
             f"teacher file {config.teacher!r} (give one or the other)."
         )
     check_weights(methods, config)
-    strategy = strategy_for(config)
     extra = {
         "methods": [m.to_dict() for m in methods],
         "seeds": seeds if isinstance(seeds, int) else list(seeds),
         "privileged": privileged,
         "teachers": teachers,
     }
-    extra.update(teacher_record(config))
-    with strategy.scope():  # every check before the run directory is touched
-        data = load_data(config)
-        check_out_path(out)
-        student_shape = (data.input_shape[0] // 2, *data.input_shape[1:]) if privileged else None
-        if config.teacher:
-            probe_teacher = get_teacher(config, data)[0]
-        else:
-            prepare_cache()
-            keras.utils.set_random_seed(config.seed)
-            probe_teacher = build(config.teacher_arch, data, config, "teacher")
-        _check_methods(methods, probe_teacher, data, config, student_shape, privileged)
-    with RunDirectory(out, config, resume=resume, kind="compare", extra=extra) as run_dir:
-        with strategy.scope():
-            teacher_models = _teachers(run_dir.path, config, data, teachers)
-            config = _check_methods(
-                methods, teacher_models[0][1], data, config, student_shape, privileged
+    session = prepare(config, out, "compare", resume, privileged=privileged, extra=extra)
+    data = session.data
+    student_shape = (data.input_shape[0] // 2, *data.input_shape[1:]) if privileged else None
+    with session.strategy.scope():  # every method built on the teacher's architecture first
+        keras.utils.set_random_seed(config.seed)
+        probe = (
+            session.teacher()[0]
+            if config.teacher
+            else build(config.teacher_arch, data, config, "teacher")
+        )
+        _check_methods(methods, probe, session, student_shape)
+    with session.open() as run_dir, session.strategy.scope():
+        teacher_models = _teachers(run_dir.path, session, teachers)
+        config = _check_methods(methods, teacher_models[0][1], session, student_shape)
+        test = data.test.map(lambda x, y: (degrade(x), y)) if privileged else data.test
+        accuracies = {s: accuracy(t, data.test) for s, t, _ in teacher_models}
+        rows = []
+        for seed in seed_list:
+            teacher_seed, teacher, _ = teacher_models[seed % teachers]
+            keras.utils.set_random_seed(seed)
+            initial = build(config.student_arch, data, config, "student", student_shape)
+            run = _Run(
+                seed,
+                data.with_seed(seed),
+                config,
+                teacher,
+                teacher_seed,
+                accuracies[teacher_seed],
+                initial,
+                weights_fingerprint(initial),
+                student_shape,
+                privileged,
+                test,
             )
-            test = data.test.map(lambda x, y: (degrade(x), y)) if privileged else data.test
-            accuracies = {s: accuracy(t, data.test) for s, t, _ in teacher_models}
-            rows = []
-            for seed in seed_list:
-                teacher_seed, teacher, _ = teacher_models[seed % teachers]
-                keras.utils.set_random_seed(seed)
-                initial = build(config.student_arch, data, config, "student", student_shape)
-                run = _Run(
-                    seed,
-                    data.with_seed(seed),
-                    config,
-                    teacher,
-                    teacher_seed,
-                    accuracies[teacher_seed],
-                    initial,
-                    weights_fingerprint(initial),
-                    student_shape,
-                    privileged,
-                    test,
+            for method in methods:
+                session.checkpoint(f"seed {seed} {method.name}")
+                rows.append(
+                    _one_run(run_dir.path / "runs" / _phase_name(seed, method), method, run)
                 )
-                for method in methods:
-                    rows.append(
-                        _one_run(run_dir.path / "runs" / _phase_name(seed, method), method, run)
-                    )
-                    _write_results(run_dir.path, rows)
-                    logger.info(
-                        "seed %d, %s: %.2f%%", seed, method.name, 100 * rows[-1]["test_accuracy"]
-                    )
+                _write_results(run_dir.path, rows)
+                logger.info(
+                    "seed %d, %s: %.2f%%", seed, method.name, 100 * rows[-1]["test_accuracy"]
+                )
         stats = summarise(rows, methods, baselines)
         table = _table(config, methods, stats, len(seed_list), privileged, accuracies, baselines)
         atomic_write_text(run_dir.path / "results.md", table + "\n")
@@ -449,15 +437,17 @@ def _phase_name(seed: int, method: Method) -> str:
     return f"seed{seed}-" + re.sub(r"[^A-Za-z0-9_.-]", "_", method.name)
 
 
-def _teachers(out: Path, config: ExperimentConfig, data, count: int) -> list[tuple]:
-    """`(teacher seed, model, metadata)` for each teacher: the first is the config's
-    (cached, or its file), the others (seeds `config.seed + k`) live in `out/teachers`."""
-    teacher, meta = get_teacher(config, data)
+def _teachers(out: Path, session, count: int) -> list[tuple]:
+    """`(teacher seed, model, metadata)` for each teacher: the first is the session's
+    (its file, or the cache's), the others (seeds `config.seed + k`) live in `out/teachers`."""
+    config, data = session.config, session.data
+    teacher, meta = session.teacher()
     found = [(config.seed, teacher, meta)]
     for k in range(1, count):
         seed = config.seed + k
         phase_dir = out / "teachers" / f"seed{seed}"
         if read_result(phase_dir, "teacher.keras") is None:
+            session.checkpoint(f"teacher seed {seed}")
             keras.utils.set_random_seed(seed)
             model = build(config.teacher_arch, data, config, "teacher")
             facts = run_phase(
@@ -476,17 +466,13 @@ def _teachers(out: Path, config: ExperimentConfig, data, count: int) -> list[tup
     return found
 
 
-def _check_methods(methods, teacher, data, config, student_shape, privileged):
+def _check_methods(methods, teacher, session, student_shape) -> ExperimentConfig:
     """Builds every method's model (so checks its layers) before anything trains."""
-    config = resolve_pairs(config, teacher, data, privileged)
+    config = session.resolve_pairs(teacher)
     for method in methods:
-        student = build(config.student_arch, data, config, "student", student_shape)
-        try:
+        student = build(config.student_arch, session.data, config, "student", student_shape)
+        with core_errors(f"Method {method.name!r}: "):
             build_method_model(method, teacher, student, config)
-        except ConfigError:
-            raise
-        except (ValueError, TypeError) as error:
-            raise ConfigError(f"Method {method.name!r}: {error}") from error
     return config
 
 
