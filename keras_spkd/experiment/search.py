@@ -24,18 +24,11 @@ from types import SimpleNamespace
 
 import keras
 
-from keras_spkd.errors import ConfigError
+from keras_spkd.errors import ConfigError, core_errors
 from keras_spkd.experiment.config import ExperimentConfig, parse_pairs
 from keras_spkd.experiment.methods import Method, TermSpec
-from keras_spkd.experiment.rundir import RunDirectory, check_out_path
-from keras_spkd.experiment.session import (
-    load_data,
-    prepare_cache,
-    resolve_pairs,
-    strategy_for,
-    teacher_record,
-)
-from keras_spkd.experiment.teacher import get_teacher
+from keras_spkd.experiment.rundir import check_out_path
+from keras_spkd.experiment.session import prepare, resolve_pairs
 from keras_spkd.experiment.tools import export_for
 from keras_spkd.experiment.training import build, optimizer, verbosity
 from keras_spkd.pairs import suggest_layer_pairs
@@ -99,10 +92,8 @@ def _candidates(config, candidates, teacher, data):
     """Concrete, checked config pairs and pair candidates (`"auto"`: every stage found)."""
     if candidates == "auto":
         student = build(config.student_arch, data, config, "student")
-        try:
+        with core_errors("pair_candidates 'auto': "):
             candidates = suggest_layer_pairs(teacher, student, stages="all")
-        except ValueError as error:
-            raise ConfigError(f"pair_candidates 'auto': {error}") from error
     config = resolve_pairs(config, teacher, data)
     for pair in candidates or []:
         resolve_pairs(config.replace(pairs=[list(pair)], gamma=1.0), teacher, data)
@@ -192,7 +183,6 @@ def run_search(
     kd_weights = [_check_number("kd_weights", w, positive=False) for w in (kd_weights or [])]
     candidates = parse_pairs(pair_candidates, "pair_candidates") if pair_candidates else None
     seeds = [TUNING_SEED_BASE + k for k in range(executions_per_trial)]
-    strategy = strategy_for(config)
     extra = {
         "tuner": tuner,
         "max_trials": max_trials,
@@ -207,26 +197,28 @@ def run_search(
         "kd_weight_range": list(kd_weight_range),
         "temperature_range": list(temperature_range),
         "tuning_seeds": seeds,
-        **teacher_record(config),
     }
-    data = load_data(config)
-    check_out_path(out)
-    if config.teacher:
-        _candidates(config, candidates, get_teacher(config, data)[0], data)
-    else:  # layer names checked on the architecture before a teacher is trained
-        prepare_cache()
+    resume = (Path(out) / "config.json").exists()  # a search resumes what `out` holds
+    session = prepare(config, out, "search", resume, overwrite, extra=extra, check_pairs=False)
+    data, strategy = session.data, session.strategy
+    with strategy.scope():  # layer names checked on the architecture before a teacher trains
         keras.utils.set_random_seed(config.seed)
-        _candidates(config, candidates, build(config.teacher_arch, data, config, "t"), data)
+        probe = (
+            session.teacher()[0]
+            if config.teacher
+            else build(config.teacher_arch, data, config, "teacher")
+        )
+        _candidates(config, candidates, probe, data)
     worker = "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "chief")
     directory = (  # a distributed search's workers share the chief's directory (it locks it)
         contextlib.nullcontext(SimpleNamespace(path=check_out_path(out, create=True)))
         if worker
-        else RunDirectory(out, config, resume=True, kind="search", extra=extra, overwrite=overwrite)
+        else session.open()
     )
     with directory as run_dir:
         out = run_dir.path
         with strategy.scope():
-            teacher, teacher_meta = get_teacher(config, data)
+            teacher, teacher_meta = session.teacher()
         config, candidates = _candidates(config, candidates, teacher, data)
         keras.utils.set_random_seed(seeds[0])
         hypermodel = SPHyperModel(
