@@ -70,8 +70,10 @@ def test_tfds_loader_reads_a_prepared_directory(tfds_dir):
     assert (data.input_shape, data.num_classes) == ((16, 16, 3), 3)
     x, y = next(iter(data.train))
     assert x.shape == (8, 16, 16, 3) and x.dtype == tf.float32 and y.dtype == tf.int32
-    every = np.concatenate([x.numpy() for x, _ in data.train.unbatch().batch(48)])
-    # Per-channel normalisation with the training statistics.
+    every = data.preprocess(data.images("train")).numpy()
+    # Per-channel normalisation with the training statistics (of the training split: this
+    # dataset has no validation split, so a tenth of train was set aside for it).
+    assert data.size("train") + data.size("val") == 48 and data.size("test") == 20
     np.testing.assert_allclose(every.reshape(-1, 3).mean(0), 0.0, atol=1e-4)
     np.testing.assert_allclose(every.reshape(-1, 3).std(0), 1.0, atol=1e-3)
     assert sum(x.shape[0] for x, _ in data.test) == 20
@@ -99,10 +101,40 @@ def test_tfds_augmentation_keeps_shapes_and_value_range(tfds_dir):
     x_plain = np.concatenate([x for x, _ in plain.train])
     x_aug = np.concatenate([x for x, _ in augmented.train])
     assert x_aug.shape == x_plain.shape
-    # Every augmented value is a normalised pixel or the zero padding.
-    allowed = np.union1d(np.unique(x_plain), [0.0])
-    assert np.isin(x_aug, allowed).all()
-    assert (x_aug == 0).mean() > (x_plain == 0).mean()  # padding was cropped in
+    # Every augmented value is a normalised pixel or the padding: the stored background,
+    # normalised like any pixel.
+    background = np.asarray(augmented.background, "float32").reshape(1, 1, 1, 3)
+    pad = augmented.preprocess(background).numpy().reshape(3)
+    for channel in range(3):
+        allowed = np.union1d(np.unique(x_plain[..., channel]), [pad[channel]])
+        assert np.isin(x_aug[..., channel], allowed).all()
+    assert (x_aug == pad).mean() > (x_plain == pad).mean()  # padding was cropped in
+
+
+def test_crops_pad_with_the_stored_background_before_normalisation():
+    """Issue 21: the pad is the images' background in stored units, not 0 after
+    normalisation (mean grey)."""
+    from keras_spkd.data import DataBundle
+
+    x = np.full((40, 12, 12, 1), 7, "uint8")  # every pixel is background (7)
+    y = np.arange(40, dtype="int32") % 4
+    prep = {"scale": 1 / 255, "mean": [0.5], "std": [0.25]}
+    data = DataBundle(
+        "flat",
+        {"train": (x, y), "val": (x, y), "test": (x, y)},
+        (12, 12, 1),
+        4,
+        8,
+        0,
+        prep,
+        "crop_flip",
+        background=(7.0,),
+    )
+    expected = (7 / 255 - 0.5) / 0.25
+    batches = np.concatenate([b.numpy() for b, _ in data.epochs(0).take(data.steps_per_epoch)])
+    np.testing.assert_allclose(batches, expected, rtol=1e-6)  # the pad is the background too
+    stored = np.concatenate([b.numpy() for b, _ in data.stored().epochs(0).take(2)])
+    assert np.all(stored == 7.0)  # stored units, exactly
 
 
 def test_unprepared_and_unknown_datasets_give_one_clear_error(tmp_path):
