@@ -43,6 +43,7 @@ _EXPORTS = {
     "similarity_matrix": "losses",
     "similarity_preserving_loss": "losses",
     "describe_layers": "pairs",
+    "Preprocessing": "preprocessing",
     "suggest_layer_pairs": "pairs",
     "plot_similarity_matrices": "plots",
     "plot_training_curves": "plots",
@@ -72,6 +73,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     )
     from keras_spkd.pairs import describe_layers, suggest_layer_pairs
     from keras_spkd.plots import plot_similarity_matrices, plot_training_curves
+    from keras_spkd.preprocessing import Preprocessing
     from keras_spkd.report import write_report
     from keras_spkd.tuning import SPHyperModel, make_tuner
 
@@ -97,6 +99,7 @@ __all__ = [
     "attention_map",
     "attention_transfer_loss",
     "FitUnderStrategy",
+    "Preprocessing",
     "SPDistiller",
     "SPHyperModel",
     "SimilarityPreservingDistillation",

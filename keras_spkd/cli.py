@@ -137,6 +137,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from keras_spkd.experiment import run_predict
+
+    for row in run_predict(args.model, args.files):
+        print(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
+    return 0
+
+
 def cmd_layers(args) -> int:
     from keras_spkd.experiment import run_layers
 
@@ -207,6 +215,15 @@ def _data_flags(parser) -> None:
     parser.add_argument(
         "--dataset", default=S, help="digits (default), fashion_mnist, or a TFDS name"
     )
+    parser.add_argument(
+        "--data", default=S, help="your data: an image folder (DIR/<class>/*) or an .npz file"
+    )
+    parser.add_argument(
+        "--image-size", type=int, nargs="+", default=S, metavar="N", help="resize to H W (or N N)"
+    )
+    parser.add_argument(
+        "--augment", choices=("none", "crop", "crop_flip"), default=S, help="training augmentation"
+    )
     parser.add_argument("--data-dir", default=S, help="prepared data folder (TFDS, Fashion-MNIST)")
     parser.add_argument(
         "--download", action="store_true", default=S, help="allow downloads (needs a network)"
@@ -216,7 +233,8 @@ def _data_flags(parser) -> None:
 
 
 def _training_flags(parser, teacher_only: bool = False) -> None:
-    parser.add_argument("--lr", type=float, default=S, help="initial SGD learning rate")
+    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=S)
+    parser.add_argument("--lr", type=float, default=S, help="initial learning rate")
     parser.add_argument(
         "--schedule",
         choices=("step", "cosine", "constant"),
@@ -234,12 +252,34 @@ def _training_flags(parser, teacher_only: bool = False) -> None:
         help="tf.distribute strategy (multi_worker reads TF_CONFIG)",
     )
     parser.add_argument("--teacher", default=S, help="trained teacher (.keras); default: cached")
-    parser.add_argument("--teacher-arch", default=S, help="wrn-D-K, digits-cnn-W, fashion-cnn-W")
+    parser.add_argument(
+        "--teacher-arch",
+        default=S,
+        help="teacher to train: zoo name, .keras file, 'MobileNetV2()' or module:function",
+    )
+    parser.add_argument(
+        "--teacher-preprocessing",
+        default=S,
+        help="none, a keras.applications module (mobilenet_v2) or scale=S,offset=O",
+    )
     if teacher_only:
         parser.add_argument("--teacher-epochs", "--epochs", type=int, default=S)
         return
     parser.add_argument("--teacher-epochs", type=int, default=S)
-    parser.add_argument("--student-arch", default=S)
+    parser.add_argument(
+        "--student-arch",
+        "--student",
+        dest="student_arch",
+        default=S,
+        help="zoo name, .keras file, 'MobileNetV2(alpha=0.35)' or module:function",
+    )
+    parser.add_argument("--student-preprocessing", default=S, help="as --teacher-preprocessing")
+    parser.add_argument(
+        "--keep-student-weights",
+        action="store_true",
+        default=S,
+        help="a student file's weights start every seed (default: seeds > 0 re-initialise)",
+    )
     parser.add_argument("--epochs", type=int, default=S, help="student epochs")
 
 
@@ -308,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--executions-per-trial", type=int, default=1, help="fits averaged per trial")
     tune.add_argument("--out", default="runs/tune", help="search directory")
     tune.add_argument("--overwrite", action="store_true", help="start afresh, do not resume")
+
+    predict = command("predict", cmd_predict, "class and probability of image files (export)")
+    predict.add_argument("model", help="an exported SavedModel folder (export/saved_model)")
+    predict.add_argument("files", nargs="+", help="PNG or JPEG images")
 
     layers = command("layers", cmd_layers, "a saved model's tappable layers, stage ends marked")
     layers.add_argument("model")

@@ -204,6 +204,8 @@ def with_preprocessing(model: keras.Model, layer: Preprocessing, input_dtype="fl
     resizes). Layers are re-created (`keras.models.clone_model`), so the copy
     shares no state with `model`.
     """
+    if isinstance(model, keras.Sequential):  # clone_model's call_function needs a functional
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
     channels = model.inputs[0].shape[-1]
     shape = (None, None, channels) if layer.image_size else tuple(model.inputs[0].shape[1:])
     images = keras.Input(shape, dtype=input_dtype, name="images")
@@ -216,6 +218,9 @@ def with_preprocessing(model: keras.Model, layer: Preprocessing, input_dtype="fl
             args = (preprocessed["x"], *args[1:])
         return inner(*args, **kwargs)
 
-    copy = keras.models.clone_model(model, input_tensors=images, call_function=call)
+    try:
+        copy = keras.models.clone_model(model, input_tensors=images, call_function=call)
+    except ValueError:  # a model whose input is a list of one
+        copy = keras.models.clone_model(model, input_tensors=[images], call_function=call)
     copy.set_weights(model.get_weights())
     return copy

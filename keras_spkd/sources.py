@@ -29,6 +29,7 @@ import keras
 
 from keras_spkd.errors import ConfigError, DataError
 from keras_spkd.models import ARCHITECTURES, build_model, is_zoo_name
+from keras_spkd.preprocessing import Preprocessing  # noqa: F401 - registered for load_model
 
 FORMS = (
     f"a zoo name ({', '.join(ARCHITECTURES)}), a .keras file, a keras.applications model "
@@ -275,3 +276,14 @@ def check_model_fits_data(
             f"The {role} {label!r} ends in a softmax but {logits_needed_for} needs logits; "
             "remove the final softmax (keras.applications: classifier_activation=None)."
         )
+
+
+def model_label(config: dict, role: str) -> str:
+    """What the user gave for the teacher or student (a file's name, or the spec)."""
+    if role == "teacher" and config.get("teacher"):
+        return Path(config["teacher"]).name
+    text = config.get(f"{role}_arch")
+    try:
+        return parse_model_spec(text).label
+    except ConfigError:
+        return str(text)

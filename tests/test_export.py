@@ -310,7 +310,13 @@ def test_per_channel_normalisation_of_colour_images(tmp_path):
     expected = student.predict(model_input.astype("float32"), verbose=0)
     loaded = tf.saved_model.load(report.saved_model)
     np.testing.assert_allclose(loaded.serve(tf.constant(images))["logits"], expected, atol=1e-4)
-    assert report.input_dtype == "uint8" and report.preprocessing == preprocessing
+    assert report.input_dtype == "uint8"
+    assert report.preprocessing == {
+        **preprocessing,
+        "scale": [1 / 255],
+        "application": None,
+        "image_size": None,
+    }
     with pytest.raises(ValueError, match="1 or 3 values"):
         export_student(
             student, tmp_path, images, (), preprocessing={**preprocessing, "std": [1, 2]}

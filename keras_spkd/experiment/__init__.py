@@ -28,6 +28,7 @@ from keras_spkd.experiment.tools import (
     run_evaluate,
     run_export,
     run_layers,
+    run_predict,
     run_teacher,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "run_evaluate",
     "run_export",
     "run_layers",
+    "run_predict",
     "run_search",
     "run_teacher",
 ]

@@ -17,6 +17,7 @@ from keras_spkd.errors import ConfigError
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.rundir import RunDirectory, check_out_path
 from keras_spkd.experiment.session import (
+    data_record,
     load_data,
     prepare_cache,
     resolve_pairs,
@@ -64,11 +65,14 @@ def _worker_index(strategy) -> int:
 
 def accuracy_table(summary: dict) -> str:
     """The main job's markdown table of test accuracies."""
+    from keras_spkd.sources import model_label
+
     config, acc = summary["config"], summary["accuracy"]
+    teacher, student = model_label(config, "teacher"), model_label(config, "student")
     rows = [
-        ("teacher", config["teacher_arch"], acc["teacher"]),
-        ("student alone", config["student_arch"], acc["alone"]),
-        (f"student + SP (gamma={summary['gamma_label']})", config["student_arch"], acc["sp"]),
+        ("teacher", teacher, acc["teacher"]),
+        ("student alone", student, acc["alone"]),
+        (f"student + SP (gamma={summary['gamma_label']})", student, acc["sp"]),
     ]
     lines = [
         f"Test accuracy on {config['dataset']}:",
@@ -238,7 +242,8 @@ def _finish(run_dir, config, data, teacher, teacher_meta, teacher_accuracy, resu
         },
         phases=results,
         teacher=teacher_meta,
-        preprocessing=data.preprocessing,
+        preprocessing=data.layer.describe(),
+        data=data_record(data),
         export=export,
         similarity_png=_heat_map(run_dir, config, data, teacher),
     )

@@ -24,6 +24,7 @@ from keras_spkd.data import DataBundle
 from keras_spkd.errors import ConfigError, DataError
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.training import accuracy, build, run_phase, save_model, trainable
+from keras_spkd.preprocessing import Preprocessing  # noqa: F401 - registered for load_model
 from keras_spkd.summary import atomic_write_json
 
 logger = logging.getLogger("keras_spkd")
@@ -60,7 +61,18 @@ def load_keras_file(path: str | os.PathLike, what: str = "Model file") -> keras.
 
 def recipe(config: ExperimentConfig) -> dict:
     """What a cached teacher depends on; all of it must match to reuse one."""
+    from keras_spkd.data import data_fingerprint
+
+    user = {  # added in 0.3: teachers take stored pixels, preprocessing inside
+        "input": "stored",
+        "data": data_fingerprint(config.data) if config.data else None,
+        "image_size": config.image_size,
+        "optimizer": config.optimizer,
+        "augment": config.augment,
+        "preprocessing": config.teacher_preprocessing,
+    }
     return {
+        **user,
         "dataset": config.dataset,
         "architecture": config.teacher_arch,
         "epochs": config.teacher_epochs,
@@ -73,8 +85,12 @@ def recipe(config: ExperimentConfig) -> dict:
 
 
 def entry_name(config: ExperimentConfig) -> str:
+    import re
+
     key = hashlib.sha256(json.dumps(recipe(config), sort_keys=True).encode()).hexdigest()[:10]
-    return f"{config.dataset}-{config.teacher_arch}-e{config.teacher_epochs}-s{config.seed}-{key}"
+    arch = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(config.teacher_arch).name)[:40]
+    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.dataset)[:40]
+    return f"{dataset}-{arch}-e{config.teacher_epochs}-s{config.seed}-{key}"
 
 
 class TeacherCache:
@@ -169,12 +185,30 @@ def train_teacher(config: ExperimentConfig, data: DataBundle, work_dir: Path):
 
 
 def get_teacher(config: ExperimentConfig, data: DataBundle) -> tuple[keras.Model, dict]:
-    """The config's teacher: its `teacher` file, or the cached (or newly trained) one."""
+    """The config's teacher: its `teacher` file, or the cached (or newly trained) one.
+
+    A teacher file gets the stored pixels as float (or its declared
+    `teacher_preprocessing`), checked against the data before anything trains.
+    """
     if config.teacher:
-        teacher = load_keras_file(config.teacher, "Teacher file")
-        if not isinstance(teacher, keras.Model) or not teacher.outputs:
-            raise ConfigError(f"Teacher file {config.teacher!r} holds no functional model.")
-        return teacher, {"path": config.teacher}
+        from keras_spkd.experiment.training import prepare_model
+        from keras_spkd.sources import ModelSpec, load_model_file
+
+        spec = ModelSpec("file", config.teacher, config.teacher)
+        teacher = load_model_file(config.teacher, "Teacher file")
+        if not isinstance(teacher, keras.Model):
+            raise ConfigError(f"Teacher file {config.teacher!r} holds no keras.Model.")
+        try:
+            teacher.inputs, teacher.outputs  # noqa: B018 - subclassed models have neither
+        except (AttributeError, ValueError):
+            teacher = None
+        if teacher is None or not teacher.outputs or len(teacher.inputs) != 1:
+            raise ConfigError(
+                f"Teacher file {config.teacher!r} holds no functional model with one image "
+                "input (a subclassed model has no graph to tap)."
+            )
+        teacher = prepare_model(teacher, spec, data, config, "teacher")
+        return teacher, {"path": config.teacher, "label": spec.label}
     cache = TeacherCache()
     teacher, meta = cache.get(config, data)
     return teacher, {**meta, "path": str(cache.paths(config)[0])}

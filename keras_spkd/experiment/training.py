@@ -23,30 +23,78 @@ import numpy as np
 
 from keras_spkd import _compat
 from keras_spkd.data import DataBundle
-from keras_spkd.errors import ConfigError, NonFiniteLossError
+from keras_spkd.errors import NonFiniteLossError
 from keras_spkd.experiment.config import ExperimentConfig
-from keras_spkd.models import build_model
 from keras_spkd.summary import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("keras_spkd")
 
 
-def build(arch: str, data: DataBundle, config: ExperimentConfig, name: str, input_shape=None):
-    """A zoo model for `data` (input shape and classes) with the config's weight decay."""
-    try:
-        return build_model(
-            arch,
-            tuple(input_shape or data.input_shape),
-            data.num_classes,
-            weight_decay=config.weight_decay,
-            name=name,
+def model_preprocessing(spec, data: DataBundle, declared: str | None):
+    """The `Preprocessing` layer a model gets in front: the data's (zoo) or a declared one."""
+    from keras_spkd.preprocessing import Preprocessing, parse_preprocessing
+
+    arguments = parse_preprocessing(declared)
+    if arguments is None:
+        if spec.kind == "zoo":
+            return data.layer
+        if spec.kind == "application":
+            module = getattr(keras.applications, spec.name).__module__.rsplit(".", 1)[-1]
+            arguments = {"application": module}
+        else:
+            arguments = {}
+    return Preprocessing(**arguments, image_size=data.image_size)
+
+
+def prepare_model(model, spec, data: DataBundle, config: ExperimentConfig, role: str, shape=None):
+    """`model` checked against the data, with its preprocessing in front (unless it has one)."""
+    from keras_spkd.preprocessing import find_preprocessing, with_preprocessing
+    from keras_spkd.sources import check_model_fits_data
+
+    kd = "KD" if config.kd_weight > 0 else None
+    if find_preprocessing(model) is not None:  # made by keras-spkd: it takes stored images
+        check_model_fits_data(
+            model, data.images("test", 1).shape[1:], data.num_classes, role, spec.label, kd
         )
-    except ValueError as error:
-        raise ConfigError(f"{name}: {error}") from error
+        return model
+    check_model_fits_data(
+        model, tuple(shape or data.input_shape), data.num_classes, role, spec.label, kd
+    )
+    declared = getattr(config, f"{role}_preprocessing", None)
+    return with_preprocessing(model, model_preprocessing(spec, data, declared))
+
+
+def build(
+    arch: str,
+    data: DataBundle,
+    config: ExperimentConfig,
+    name: str,
+    input_shape=None,
+    seed: int | None = None,
+):
+    """The model `arch` names (any model spec) for `data`, its preprocessing in front.
+
+    Zoo models get the config's weight decay and `name`. A student file is
+    its architecture and initial weights; with `seed` > 0 (a later seed of a
+    comparison) it is re-initialised from its initializers, seeded, unless
+    `config.keep_student_weights`. The model is checked against the data
+    (input shape, classes, logits) before anything trains.
+    """
+    from keras_spkd.sources import build_from_spec, parse_model_spec, reinitialise
+
+    role = "teacher" if name in ("teacher", "t") else "student"
+    spec = parse_model_spec(arch)
+    shape = tuple(input_shape or data.input_shape)
+    model = build_from_spec(
+        spec, shape, data.num_classes, role, weight_decay=config.weight_decay, name=name
+    )
+    if spec.kind == "file" and role == "student" and seed and not config.keep_student_weights:
+        model = reinitialise(model)
+    return prepare_model(model, spec, data, config, role, shape)
 
 
 def optimizer(config: ExperimentConfig, steps_per_epoch: int, epochs: int):
-    """SGD with Nesterov momentum 0.9 and the config's learning-rate schedule."""
+    """The config's optimizer (SGD with Nesterov momentum 0.9, Adam or AdamW) and schedule."""
     total = max(1, steps_per_epoch * epochs)
     if config.schedule == "step":  # x0.2 at 30%, 60%, 80% (60/120/160 of 200 epochs)
         bounds = [int(total * f) for f in (0.3, 0.6, 0.8)]
@@ -57,13 +105,26 @@ def optimizer(config: ExperimentConfig, steps_per_epoch: int, epochs: int):
         lr = keras.optimizers.schedules.CosineDecay(config.lr, total)
     else:
         lr = config.lr
+    choice = getattr(config, "optimizer", "sgd")
+    if choice == "adam":
+        return keras.optimizers.Adam(lr)
+    if choice == "adamw":
+        return keras.optimizers.AdamW(lr)  # Keras's decoupled decay (0.004)
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def from_logits(model) -> bool:
+    """Whether the (student of the) model outputs logits, not softmax probabilities."""
+    from keras_spkd.sources import outputs_probabilities
+
+    inner = getattr(model, "student", None) or getattr(model, "wrapped", None) or model
+    return not outputs_probabilities(inner)
 
 
 def compile_model(model, config: ExperimentConfig, steps_per_epoch: int, epochs: int) -> None:
     model.compile(
         optimizer=optimizer(config, steps_per_epoch, epochs),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits(model)),
         metrics=["accuracy"],
         jit_compile=config.jit,
     )
@@ -82,9 +143,10 @@ def trainable(model):
 
 def accuracy(model, dataset) -> float:
     """Test accuracy of a logits model on a batched dataset."""
+    logits = from_logits(model)
     model = trainable(model)
     model.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=logits), metrics=["accuracy"]
     )
     logs = model.evaluate(dataset, verbose=0, return_dict=True)
     return float(np.ravel(logs["accuracy"])[0])
