@@ -35,7 +35,6 @@ _EXPORTS = {
     "export_student": "export",
     "build_feature_extractor": "features",
     "layer_paths": "features",
-    "SimilarityPreservingDistillation": "losses",
     "SimilarityPreservingLoss": "losses",
     "attention_map": "losses",
     "attention_transfer_loss": "losses",
@@ -44,6 +43,9 @@ _EXPORTS = {
     "similarity_preserving_loss": "losses",
     "describe_layers": "pairs",
     "Preprocessing": "preprocessing",
+    "AttentionTransferDistillation": "terms",
+    "KnowledgeDistillation": "terms",
+    "SimilarityPreservingDistillation": "terms",
     "suggest_layer_pairs": "pairs",
     "plot_similarity_matrices": "plots",
     "plot_training_curves": "plots",
@@ -63,7 +65,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     from keras_spkd.export import export_student
     from keras_spkd.features import build_feature_extractor, layer_paths
     from keras_spkd.losses import (
-        SimilarityPreservingDistillation,
         SimilarityPreservingLoss,
         attention_map,
         attention_transfer_loss,
@@ -75,6 +76,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     from keras_spkd.plots import plot_similarity_matrices, plot_training_curves
     from keras_spkd.preprocessing import Preprocessing
     from keras_spkd.report import write_report
+    from keras_spkd.terms import (
+        AttentionTransferDistillation,
+        KnowledgeDistillation,
+        SimilarityPreservingDistillation,
+    )
     from keras_spkd.tuning import SPHyperModel, make_tuner
 
 
@@ -96,6 +102,8 @@ def __dir__() -> list[str]:
 __version__ = "0.2.0"
 
 __all__ = [
+    "AttentionTransferDistillation",
+    "KnowledgeDistillation",
     "attention_map",
     "attention_transfer_loss",
     "FitUnderStrategy",

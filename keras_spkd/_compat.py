@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 logger = logging.getLogger(__name__)
@@ -113,6 +112,8 @@ class MultiWorkerFitMixin:
     # reduces the PerReplica batch (keras #20585); overriding it is the only
     # way round it until that is fixed. Other strategies keep Keras's own.
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        import tensorflow as tf  # this method exists on the TensorFlow trainer only
+
         strategy = self.distribute_strategy
         if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
@@ -122,6 +123,10 @@ class MultiWorkerFitMixin:
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        if keras.backend.backend() != "tensorflow":
+            return logs
+        import tensorflow as tf
+
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
         return logs

@@ -1,24 +1,30 @@
-"""`SPDistiller`: a student trained under a frozen teacher with the SP loss."""
+"""`SPDistiller`: a student trained under a frozen teacher with distillation terms."""
 
 from __future__ import annotations
 
 import copy
-import numbers
+import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from keras_spkd import _backend
 from keras_spkd._compat import MultiWorkerFitMixin, engine_loss_tracker
-from keras_spkd.features import build_feature_extractor, check_layer_pairs, graph_inputs
-from keras_spkd.losses import (
-    BATCH_OF_ONE,
-    _similarity_preserving_loss,
-    attention_transfer_loss,
-    check_weight,
-    knowledge_distillation_loss,
+from keras_spkd.features import (
+    build_feature_extractor,
+    check_layer_pairs,
+    check_model,
+    checked_layer_name,
+    graph_inputs,
+)
+from keras_spkd.losses import BATCH_OF_ONE, EPSILON, check_weight, pair_weights
+from keras_spkd.terms import (
+    AttentionTransferDistillation,
+    KnowledgeDistillation,
+    SimilarityPreservingDistillation,
 )
 
 __all__ = ["FitUnderStrategy", "MultiWorkerFitMixin", "SPDistiller"]
@@ -26,35 +32,42 @@ __all__ = ["FitUnderStrategy", "MultiWorkerFitMixin", "SPDistiller"]
 TEACHER_KEY = "teacher"
 STUDENT_KEY = "student"
 
-
-def _check_gamma(gamma, count: int) -> list[float]:
-    values = list(gamma) if isinstance(gamma, (list, tuple)) else [gamma]
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
-        raise TypeError(
-            "Expected `gamma` to be a float or a list of floats, one per layer "
-            f"pair; received {gamma!r}."
-        )
-    if len(values) == 1:
-        values = values * count
-    if len(values) != count:
-        raise ValueError(
-            f"Expected one gamma per layer pair ({count} pairs); received "
-            f"{len(values)} values: {list(gamma)}."
-        )
-    return [check_weight(v, "gamma") for v in values]
+# Terms whose layers SPDistiller looks up itself (nested paths included):
+# their own validate_model_compatibility is Keras's top-level-only lookup.
+_LAYER_LOOKUPS = (
+    keras.distillation.FeatureDistillation,
+    SimilarityPreservingDistillation,
+    AttentionTransferDistillation,
+)
 
 
-def _output_is_softmax(model: keras.Model) -> bool:
-    """Whether the model's (single) output comes out of a softmax."""
-    if len(model.outputs) != 1 or not model.layers:
-        return False
-    last = model.layers[-1]
-    if isinstance(last, keras.Model):
-        return _output_is_softmax(last) if last.layers else False
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", None) == "softmax"
+def _dead_layer_message(term) -> str:
+    return (
+        f"The teacher layer {term.teacher_layer_name!r} of {term!r} gave activations of about "
+        "0 for a whole batch (an untrained or dead layer): G_T is 0, so this SP term is a "
+        "constant gamma / b with no gradient. Tap another teacher layer, or check the teacher."
+    )
+
+
+def _log_stem(term) -> str:
+    """`sp` for SimilarityPreservingDistillation; a user's `MyTerm` gives `my_term`."""
+    stem = getattr(term, "log_name", None)
+    if not stem:
+        stem = re.sub(r"(Distillation|Loss)$", "", type(term).__name__) or "distillation"
+        stem = re.sub(r"(?<!^)(?=[A-Z])", "_", stem).lower()
+    return re.sub(r"[^0-9A-Za-z_.-]", "_", stem)
+
+
+@dataclass
+class _Entry:
+    """One term of the objective, as the train step reads it."""
+
+    term: keras.distillation.DistillationLoss
+    weight: float
+    key: str  # its own log key, weighted (e.g. sp_loss_group3-group3)
+    group: str  # the key it adds to (sp_loss)
+    teacher_index: int | None  # into the teacher's tapped features; None: its outputs
+    student_index: int | None
 
 
 def _check_batch_dimensions(teacher_inputs, student_inputs) -> None:
@@ -65,14 +78,6 @@ def _check_batch_dimensions(teacher_inputs, student_inputs) -> None:
             f"size b; the teacher's input has batch dimension {b_t} and the "
             f"student's {b_s}. Build both with the same (or no) batch_size."
         )
-
-
-def _unique(names: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(names))
-
-
-def _num_replicas() -> int:
-    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def _with_compute_dtype(model: keras.Model, dtype: str | None) -> keras.Model:
@@ -91,10 +96,79 @@ def _with_compute_dtype(model: keras.Model, dtype: str | None) -> keras.Model:
             config["dtype"] = policy
         return layer.__class__.from_config(config)
 
-    copy = keras.models.clone_model(model, clone_function=in_policy)
-    copy.set_weights(model.get_weights())
-    copy.trainable = False
-    return copy
+    clone = keras.models.clone_model(model, clone_function=in_policy)
+    clone.set_weights(model.get_weights())
+    clone.trainable = False
+    return clone
+
+
+def _short_form_terms(layer_pairs, gamma, kd_weight, temperature, at_pairs, at_weight):
+    """The card's arguments as (terms, weights): one SP term per pair, then KD, then AT."""
+    pairs = check_layer_pairs(layer_pairs)
+    gammas = pair_weights(gamma, len(pairs), "gamma")
+    kd_weight = check_weight(kd_weight, "kd_weight")
+    temperature = check_weight(temperature, "temperature", positive=True)
+    at_weight = check_weight(at_weight, "at_weight")
+    terms = [SimilarityPreservingDistillation(t, s) for t, s in pairs]
+    weights = list(gammas)
+    if kd_weight > 0:
+        terms.append(KnowledgeDistillation(temperature))
+        weights.append(kd_weight)
+    at_pairs = check_layer_pairs(at_pairs) if at_pairs else []
+    if at_weight > 0:
+        for t, s in at_pairs or pairs:
+            terms.append(AttentionTransferDistillation(t, s))
+            weights.append(at_weight)
+    return terms, weights
+
+
+def _checked_terms(losses, weights):
+    """Keras's `distillation_losses` / `_weights` as two checked lists."""
+    single = isinstance(losses, keras.distillation.DistillationLoss)
+    if single and weights is not None:
+        raise ValueError(
+            "Received one distillation loss object with distillation_loss_weights "
+            f"{weights!r}: keras.distillation.Distiller would silently weigh it 1.0. Pass "
+            "the loss in a list, distillation_losses=[loss], with one weight per loss."
+        )
+    terms = [losses] if single else losses
+    if not isinstance(terms, (list, tuple)) or not terms:
+        raise ValueError(
+            "Expected `distillation_losses` to be a keras.distillation.DistillationLoss or a "
+            f"non-empty list of them; received {losses!r}."
+        )
+    for term in terms:
+        if not isinstance(term, keras.distillation.DistillationLoss):
+            raise TypeError(
+                "Every distillation loss must be a keras.distillation.DistillationLoss "
+                f"(keras_spkd's SP/KD/AT terms, Keras's own, or a subclass); received "
+                f"{term!r} of type {type(term).__name__}."
+            )
+    if weights is None:
+        return list(terms), [1.0] * len(terms)
+    if not isinstance(weights, (list, tuple)):
+        raise TypeError(
+            "Expected `distillation_loss_weights` to be a list of numbers, one per loss; "
+            f"received {weights!r}."
+        )
+    if len(weights) != len(terms):
+        raise ValueError(
+            f"Expected one weight per distillation loss ({len(terms)} losses); received "
+            f"{len(weights)} distillation_loss_weights: {list(weights)}."
+        )
+    return list(terms), [check_weight(w, "distillation_loss_weights entry") for w in weights]
+
+
+def _check_student_loss_weight(value):
+    if value is None:
+        return None
+    value = check_weight(value, "student_loss_weight")
+    if value > 1.0:
+        raise ValueError(
+            "Expected student_loss_weight None (task + sum of weighted terms, the paper's "
+            f"total) or a number in [0, 1] (Keras's blend); received {value!r}."
+        )
+    return value
 
 
 @keras.saving.register_keras_serializable(package="keras_spkd")
@@ -139,60 +213,93 @@ class FitUnderStrategy(MultiWorkerFitMixin, keras.Model):
 
 @keras.saving.register_keras_serializable(package="keras_spkd")
 class SPDistiller(MultiWorkerFitMixin, keras.Model):
-    """Trains a student with its task loss plus the similarity-preserving loss.
+    """Trains a student with its task loss plus weighted distillation terms.
 
-    Each step runs the frozen teacher once in inference mode (outside the
-    gradient tape) and the student once, tapping the named layers of both.
-    The loss is `task_loss + sum_i gamma_i * L_SP(pair_i)` and, with
-    `kd_weight > 0`, `+ kd_weight * KD(teacher logits, student logits)` and,
-    with `at_weight > 0`, `+ at_weight * AT(at_pairs)`: each term a weight and
-    its layer pairs.
-    Gradients flow to the student's variables only; the teacher never
-    changes. `distiller(x)` is `student(x)`.
+    The terms are `keras.distillation.DistillationLoss` objects, each with a
+    weight: keras-spkd's `SimilarityPreservingDistillation` (SP, weight
+    gamma), `KnowledgeDistillation` (KD) and `AttentionTransferDistillation`
+    (AT), Keras's own `FeatureDistillation` and `LogitsDistillation`, or a
+    user's subclass. The card's short form, `layer_pairs`, `gamma`,
+    `kd_weight` and `at_weight`, is the same list written shorter: one SP term
+    per pair (weight gamma), then KD, then one AT term per AT pair.
 
-    Logged values: `loss` (the total), `task_loss` (the compiled loss plus
-    the student's regularisation), `sp_loss` (the weighted SP term, gamma
-    included, as added to `loss`), `kd_loss` (the weighted KD term, when
-    used), and the compiled metrics on the student's predictions.
+    The total is the paper's `task_loss + sum_i(w_i * term_i)` by default
+    (`student_loss_weight=None`), or Keras's blend
+    `a * task_loss + (1 - a) * sum_i(w_i * term_i)` with
+    `student_loss_weight=a` in [0, 1]: with the same arguments this class is
+    a drop-in for `keras.distillation.Distiller`, and adds nested layer paths
+    (`"backbone/conv5"`), one student pass per step, SP over the global batch
+    under `tf.distribute`, privileged inputs and sample weights.
+
+    Each step runs the frozen teacher once in inference mode, outside the
+    gradient computation, cut after its deepest tapped layer unless a term
+    reads its outputs; and the student once, returning its tapped layers and
+    its predictions. Gradients reach the student's variables only.
+    `distiller(x)` is `student(x)`.
+
+    Logs, each weighted as added to the total: `loss`, `task_loss` (the
+    compiled loss plus the student's regularisation), one key per kind of
+    term, `<stem>_loss` (`sp_loss`, `kd_loss`, `at_loss`, `feature_loss`,
+    `logits_loss`, `my_term_loss` for a user's `MyTerm`; a term may set its
+    own stem as `log_name`), and, where a kind has several terms, one key per
+    term: `<stem>_loss_<teacher layer>-<student layer>` (a `/` in a nested
+    path becomes `.`), or `<stem>_loss_<n>` (n = 1, 2... in order) for terms
+    without layers or with the same layers. With `student_loss_weight` set,
+    Keras's keys too: `total_loss`, `student_loss` and `distillation_loss`
+    (the unblended weighted sum). Monitor `val_task_loss` (with
+    `mode="min"`: Keras infers the mode of its own keys only) or
+    `val_accuracy` in `EarlyStopping` and `ModelCheckpoint`: `val_loss`
+    includes the distillation terms.
 
     Data may be `(x, y)`, `(x, y, sample_weight)` or, for privileged
     information, `({"teacher": x_t, "student": x_s}, y)` (exactly these two
-    keys). Sample weights weigh the task and KD terms; the SP term is a
-    statistic of the batch, and is always 0 for a batch of one sample (G is
-    1 x 1): a `UserWarning` says so once.
-
-    KD needs a teacher that outputs logits: with `kd_weight > 0` a teacher
-    whose last layer is a softmax is refused (softening probabilities again
-    leaves a KD term of about 1e-5, off in effect).
+    keys). Sample weights weigh the task and KD terms; SP is a statistic of
+    the batch, and is always 0 for a batch of one sample (G is 1 x 1): a
+    `UserWarning` says so once, as it does once for a teacher layer whose
+    activations are about 0.
 
     Under `tf.distribute`, the default computes G on each replica's share of
     the batch (b / replicas samples): a different objective from one device.
-    `cross_replica=True` all-gathers the tapped activations so that G is
-    built over the global batch and the loss does not depend on the replica
-    count.
+    `cross_replica=True` all-gathers (in float32) the activations of every
+    term with `batch_statistic = True` (SP), so that G is built over the
+    global batch and the loss does not depend on the replica count.
+
+    Where it differs from `keras.distillation.Distiller` on purpose: the
+    task loss includes the student's regularisation losses and honours
+    `sample_weight`; `evaluate` runs the student in inference mode
+    (Keras's taps it with `training=True`); teacher and student inputs may
+    differ in shape (privileged information), only their batch must agree.
 
     Args:
-        teacher: Trained functional or Sequential `keras.Model`; it is set
+        teacher: Trained `keras.Model` (functional or Sequential when its
+            layers are tapped; any model for terms on its outputs); it is set
             non-trainable.
-        student: Functional or Sequential `keras.Model` to train.
-        layer_pairs: List of `(teacher layer, student layer)` names; nested
-            layers as `"backbone/layer"`.
-        gamma: Weight gamma of the SP term, a finite float >= 0 or one per
+        student: `keras.Model` to train, under the same condition.
+        layer_pairs: Short form: `(teacher layer, student layer)` names, one
+            SP term each; nested layers as `"backbone/layer"`.
+        gamma: Short form: SP weight gamma, a finite float >= 0 or one per
             pair. Defaults to `3000.0` (the paper's CIFAR-10 value).
-        kd_weight: Weight of Hinton's KD term, finite, >= 0. Defaults to
-            `0.0` (off).
-        temperature: KD temperature T, finite, > 0. Defaults to `4.0`.
+        kd_weight: Short form: weight of Hinton's KD term, finite, >= 0.
+            Defaults to `0.0` (no KD term).
+        temperature: Short form: KD temperature T, finite, > 0. Defaults to
+            `4.0`.
         cross_replica: Build G over the global batch under `tf.distribute`.
-            Defaults to `False`.
-        at_pairs: Layer pairs for the attention-transfer baseline
-            (Zagoruyko & Komodakis, 2017); equal spatial sizes. Defaults to
-            `layer_pairs` when `at_weight > 0`.
-        at_weight: Weight (beta) of the AT term, finite, >= 0. Defaults to
-            `0.0` (off).
-        teacher_dtype: Compute dtype of the teacher's forward pass, e.g.
+            Defaults to `False`. (On JAX the step is one global program: G
+            is always over the global batch.)
+        teacher_dtype: Compute dtype of the teacher's forward pass,
             `"bfloat16"` or `"float16"` (a copy of the teacher with float32
-            weights computes in it; the SP maths stays float32). Defaults to
+            weights computes in it; the terms run in float32). Defaults to
             `None`: the teacher's own policy.
+        at_pairs: Short form: layer pairs of the AT terms (equal spatial
+            sizes). Defaults to `layer_pairs` when `at_weight > 0`.
+        at_weight: Short form: weight (beta) of each AT term, finite, >= 0.
+            Defaults to `0.0` (no AT term).
+        distillation_losses: The terms: one `DistillationLoss` or a list.
+            Instead of the short form.
+        distillation_loss_weights: One weight per term (finite, >= 0).
+            Defaults to `1.0` each.
+        student_loss_weight: `None` for the paper's total, or `a` in [0, 1]
+            for Keras's blend. Defaults to `None`.
 
     Example:
 
@@ -213,95 +320,235 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         self,
         teacher: keras.Model,
         student: keras.Model,
-        layer_pairs: Sequence[tuple[str, str]],
-        gamma: float | Sequence[float] = 3000.0,
+        layer_pairs: Sequence[tuple[str, str]] | None = None,
+        gamma: float | Sequence[float] | None = None,
         kd_weight: float = 0.0,
         temperature: float = 4.0,
         cross_replica: bool = False,
         teacher_dtype: str | None = None,
         at_pairs: Sequence[tuple[str, str]] | None = None,
         at_weight: float = 0.0,
+        distillation_losses=None,
+        distillation_loss_weights: Sequence[float] | None = None,
+        student_loss_weight: float | None = None,
         name: str = "sp_distiller",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
+        check_model(teacher, "teacher")
+        check_model(student, "student")
         if teacher is student:
             raise ValueError(
                 "The teacher and the student are the same model object; pass "
                 "a trained teacher and a separate student to train."
             )
-        teacher_inputs = graph_inputs(teacher, "teacher")
-        student_inputs = graph_inputs(student, "student")
-        self.layer_pairs = check_layer_pairs(layer_pairs)
-        self._gammas = _check_gamma(gamma, len(self.layer_pairs))
-        # As given (one float or a list), as plain floats: get_config is JSON.
-        self.gamma = list(self._gammas) if isinstance(gamma, (list, tuple)) else self._gammas[0]
-        self.kd_weight = check_weight(kd_weight, "kd_weight")
-        self.temperature = check_weight(temperature, "temperature", positive=True)
-        self.at_weight = check_weight(at_weight, "at_weight")
-        _check_batch_dimensions(teacher_inputs, student_inputs)
-        if self.kd_weight > 0 and _output_is_softmax(teacher):
+        if _is_terms(layer_pairs) and distillation_losses is None:
+            # keras.distillation.Distiller(teacher, student, distillation_losses)
+            layer_pairs, distillation_losses = None, layer_pairs
+        short_form = layer_pairs is not None
+        if short_form == (distillation_losses is not None):
             raise ValueError(
-                f"kd_weight={self.kd_weight} needs a teacher that outputs logits, but the "
-                f"teacher {teacher.name!r} ends in a softmax: softening its probabilities "
-                "again makes the KD term about 1e-5, off in effect. Pass a teacher whose "
-                "last layer has no activation (e.g. rebuild it with activation=None and "
-                "copy the weights)."
+                "Give the terms either as the short form (layer_pairs=[...], gamma, kd_weight, "
+                "at_weight) or as distillation_losses=[...]; received "
+                + ("both." if short_form else "neither.")
             )
+        if not short_form and (gamma is not None or kd_weight or at_weight or at_pairs):
+            raise ValueError(
+                "gamma, kd_weight, at_weight and at_pairs belong to the short form; with "
+                "distillation_losses, give each term's weight in distillation_loss_weights."
+            )
+        if short_form:
+            if distillation_loss_weights is not None:
+                raise ValueError(
+                    "distillation_loss_weights goes with distillation_losses; the short form "
+                    "takes gamma, kd_weight and at_weight."
+                )
+            gamma = 3000.0 if gamma is None else gamma
+            terms, weights = _short_form_terms(
+                layer_pairs, gamma, kd_weight, temperature, at_pairs, at_weight
+            )
+        else:
+            terms, weights = _checked_terms(distillation_losses, distillation_loss_weights)
+        self._short_form = short_form
+        self.distillation_losses = terms
+        self.distillation_loss_weights = weights
+        self.student_loss_weight = _check_student_loss_weight(student_loss_weight)
         self.cross_replica = bool(cross_replica)
         self.teacher_dtype = teacher_dtype
-        self._warned_batch_of_one = False
-        self.at_pairs = check_layer_pairs(at_pairs) if at_pairs else []
-        if self.at_weight > 0 and not self.at_pairs:
-            self.at_pairs = list(self.layer_pairs)
+        self._short_settings = {
+            "layer_pairs": check_layer_pairs(layer_pairs) if short_form else [],
+            "gamma": (_plain(gamma) if short_form else None),
+            "kd_weight": check_weight(kd_weight, "kd_weight"),
+            "temperature": check_weight(temperature, "temperature", positive=True),
+            "at_pairs": check_layer_pairs(at_pairs) if at_pairs else [],
+            "at_weight": check_weight(at_weight, "at_weight"),
+        }
+        for term in terms:
+            if not isinstance(term, _LAYER_LOOKUPS):
+                term.validate_model_compatibility(teacher, student)
 
         teacher.trainable = False
         self.teacher = teacher
         self.student = student
-        all_pairs = self.layer_pairs + self.at_pairs
-        teacher_names = _unique([t for t, _ in all_pairs])
-        student_names = _unique([s for _, s in all_pairs])
-        self._teacher_index = [teacher_names.index(t) for t, _ in self.layer_pairs]
-        self._student_index = [student_names.index(s) for _, s in self.layer_pairs]
-        self._at_teacher_index = [teacher_names.index(t) for t, _ in self.at_pairs]
-        self._at_student_index = [student_names.index(s) for _, s in self.at_pairs]
-        # The teacher is cut after its deepest tapped layer unless KD needs
-        # its logits; the student returns [*features, predictions] in one pass.
-        self._teacher_extractor = build_feature_extractor(
-            _with_compute_dtype(teacher, teacher_dtype),
-            teacher_names,
-            include_predictions=self.kd_weight > 0,
-            role="teacher",
-        )
-        self._student_extractor = build_feature_extractor(
-            student, student_names, include_predictions=True, role="student"
-        )
-        self._num_teacher_features = len(teacher_names)
-        self._num_student_features = len(student_names)
-        for (t_name, s_name), i, j in zip(
-            self.at_pairs, self._at_teacher_index, self._at_student_index
-        ):
-            t_size = tuple(self._teacher_extractor.outputs[i].shape[1:-1])
-            s_size = tuple(self._student_extractor.outputs[j].shape[1:-1])
-            if t_size != s_size:
-                raise ValueError(
-                    f"Attention transfer pairs layers of one spatial size; ({t_name!r}, "
-                    f"{s_name!r}) has teacher {t_size} and student {s_size}."
-                )
-
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
-        self.sp_loss_tracker = keras.metrics.Mean(name="sp_loss")
-        self.kd_loss_tracker = keras.metrics.Mean(name="kd_loss") if self.kd_weight > 0 else None
-        self.at_loss_tracker = keras.metrics.Mean(name="at_loss") if self.at_weight > 0 else None
+        self._build_passes(teacher, student, teacher_dtype)
+        self._trackers = {key: keras.metrics.Mean(name=key) for key in self._log_keys()}
+        self._warned: set[str] = set()
         self.built = True
+
+    # -- construction ---------------------------------------------------------
+
+    def _build_passes(self, teacher, student, teacher_dtype) -> None:
+        """One extractor per model over the union of the tapped layers."""
+        teacher_names, student_names = [], []
+        for term in self.distillation_losses:
+            for role, model, names in (
+                ("teacher", teacher, teacher_names),
+                ("student", student, student_names),
+            ):
+                name = getattr(term, f"{role}_layer_name", None)
+                if name and name not in names:
+                    graph_inputs(model, role)
+                    names.append(checked_layer_name(model, name, role))
+        if teacher_names or student_names:
+            _check_batch_dimensions(
+                graph_inputs(teacher, "teacher"), graph_inputs(student, "student")
+            )
+        self._teacher_reads_outputs = any(
+            not getattr(term, "teacher_layer_name", None) for term in self.distillation_losses
+        )
+        self._teacher_names, self._student_names = teacher_names, student_names
+        teacher_model = _with_compute_dtype(teacher, teacher_dtype)
+        self._teacher_extractor = (
+            build_feature_extractor(
+                teacher_model, teacher_names, self._teacher_reads_outputs, role="teacher"
+            )
+            if teacher_names
+            else teacher_model
+        )
+        self._student_extractor = (
+            build_feature_extractor(student, student_names, True, role="student")
+            if student_names
+            else student
+        )
+        self._entries = []
+        seen: dict[str, list[int]] = {}
+        for term, weight in zip(self.distillation_losses, self.distillation_loss_weights):
+            t_name = getattr(term, "teacher_layer_name", None)
+            s_name = getattr(term, "student_layer_name", None)
+            group = f"{_log_stem(term)}_loss"
+            self._entries.append(
+                _Entry(
+                    term,
+                    weight,
+                    key="",
+                    group=group,
+                    teacher_index=teacher_names.index(t_name) if t_name else None,
+                    student_index=student_names.index(s_name) if s_name else None,
+                )
+            )
+            seen.setdefault(group, []).append(len(self._entries) - 1)
+        for group, members in seen.items():
+            if len(members) == 1:
+                self._entries[members[0]].key = group
+                continue
+            tags = []
+            for i in members:
+                term = self._entries[i].term
+                t_name = getattr(term, "teacher_layer_name", None)
+                s_name = getattr(term, "student_layer_name", None)
+                tags.append(f"{t_name}-{s_name}".replace("/", ".") if t_name and s_name else None)
+            for n, (i, tag) in enumerate(zip(members, tags), start=1):
+                unique = tag is not None and tags.count(tag) == 1
+                self._entries[i].key = f"{group}_{tag if unique else n}"
+        self._check_symbolic_outputs()
+
+    def _check_symbolic_outputs(self) -> None:
+        """Each term's own output checks, on the symbolic tensors, before any training."""
+        try:
+            teacher_out = self._as_list(self._teacher_extractor.outputs)
+            student_out = self._as_list(self._student_extractor.outputs)
+        except (AttributeError, ValueError):  # an unbuilt Sequential or subclassed model
+            return
+        if not teacher_out or not student_out:
+            return
+        features, predictions = self._split_student(student_out)
+        for entry in self._entries:
+            entry.term.validate_outputs(
+                self._teacher_input(entry, teacher_out),
+                self._student_input(entry, features, predictions),
+            )
+
+    def _log_keys(self) -> list[str]:
+        keys = ["loss", "task_loss"]
+        for entry in self._entries:
+            for key in (entry.group, entry.key):
+                if key not in keys:
+                    keys.append(key)
+        if self.student_loss_weight is not None:
+            keys += ["total_loss", "student_loss", "distillation_loss"]
+        return keys
+
+    # -- the short form's names, for users and callbacks ----------------------
+
+    @property
+    def layer_pairs(self) -> list[tuple[str, str]]:
+        """The (teacher layer, student layer) pair of each SP term, in order."""
+        return [
+            (e.term.teacher_layer_name, e.term.student_layer_name)
+            for e in self._entries
+            if isinstance(e.term, SimilarityPreservingDistillation)
+        ]
+
+    @property
+    def gammas(self) -> list[float]:
+        """gamma (the weight) of each SP term, in `layer_pairs` order."""
+        return [
+            e.weight for e in self._entries if isinstance(e.term, SimilarityPreservingDistillation)
+        ]
+
+    @property
+    def gamma(self):
+        """gamma as given in the short form (a float or a list); else one per SP term."""
+        return self._short_settings["gamma"] if self._short_form else self.gammas
+
+    @property
+    def kd_weight(self) -> float:
+        """Total weight of the KD terms (0.0 without one)."""
+        return sum(e.weight for e in self._entries if isinstance(e.term, KnowledgeDistillation))
+
+    @property
+    def temperature(self) -> float:
+        kd = [e.term for e in self._entries if isinstance(e.term, KnowledgeDistillation)]
+        return kd[0].temperature if kd else self._short_settings["temperature"]
+
+    @property
+    def at_weight(self) -> float:
+        weights = [
+            e.weight for e in self._entries if isinstance(e.term, AttentionTransferDistillation)
+        ]
+        return weights[0] if weights else 0.0
+
+    @property
+    def at_pairs(self) -> list[tuple[str, str]]:
+        return [
+            (e.term.teacher_layer_name, e.term.student_layer_name)
+            for e in self._entries
+            if isinstance(e.term, AttentionTransferDistillation)
+        ]
 
     @property
     def metrics(self):
         # Keras's own "loss" tracker is never fed by this train_step: ours,
         # with the total loss, replaces it.
         engine_tracker = engine_loss_tracker(self)
-        return [m for m in super().metrics if m is not engine_tracker]
+        own = list(self._trackers.values())
+        return own + [m for m in super().metrics if m is not engine_tracker and m not in own]
+
+    # -- one step's maths, the same on every backend ---------------------------
+
+    @staticmethod
+    def _as_list(outputs) -> list:
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
     def _split_inputs(self, x):
         if not isinstance(x, dict):
@@ -316,42 +563,134 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
             )
         return x, x  # a multi-input model's own dict, seen by both
 
-    def _warn_if_batch_of_one(self, features) -> list:
-        """Warns once when SP sees a batch of one sample (G is 1 x 1, SP is 0).
+    def _split_student(self, student_out: list):
+        n = len(self._student_names)
+        features = student_out[:n] if n else []
+        predictions = student_out[n:] if n else student_out
+        return features, predictions[0] if len(predictions) == 1 else list(predictions)
 
-        A batch size known while tracing is checked then; an unknown one by
-        the returned op, at run time (not under XLA, which compiles no Python
-        call: there only static sizes are checked).
-        """
+    def _teacher_input(self, entry: _Entry, teacher_out: list):
+        if entry.teacher_index is not None:
+            return teacher_out[entry.teacher_index]
+        outputs = teacher_out[len(self._teacher_names) :]
+        return outputs[0] if len(outputs) == 1 else list(outputs)
 
-        def warn():
-            if not self._warned_batch_of_one:
-                self._warned_batch_of_one = True
-                warnings.warn(BATCH_OF_ONE, UserWarning, stacklevel=2)
-            return True
-
-        if features.shape[0] is not None:
-            if features.shape[0] == 1:
-                warn()
-            return []
-        if self.jit_compile:
-            return []
-
-        return [
-            tf.cond(
-                tf.equal(tf.shape(features)[0], 1),
-                lambda: tf.py_function(warn, [], tf.bool),
-                lambda: tf.constant(False),
-            )
-        ]
+    def _student_input(self, entry: _Entry, features: list, predictions):
+        return predictions if entry.student_index is None else features[entry.student_index]
 
     @property
-    def gammas(self) -> list[float]:
-        """gamma for each layer pair, in `layer_pairs` order."""
-        return list(self._gammas)
+    def _teacher_needed(self) -> bool:
+        return any(e.weight > 0 for e in self._entries)
+
+    def _teacher_pass(self, x_teacher) -> list | None:
+        """The frozen teacher's tapped features (and outputs), outside any gradient."""
+        if not self._teacher_needed:
+            return None
+        outputs = self._as_list(self._teacher_extractor(x_teacher, training=False))
+        return [ops.stop_gradient(t) for t in outputs]
+
+    def _objective(self, x, y, sample_weight, teacher_out, student_out, training):
+        """Returns (loss for gradients, logs, y_pred, run-time checks)."""
+        features, y_pred = self._split_student(self._as_list(student_out))
+        task = ops.cast(
+            self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+            ),
+            "float32",
+        )
+        replicas = _backend.num_replicas()
+        logs = {key: ops.zeros((), "float32") for key in self._trackers}
+        checks, gathered = [], {}
+        for entry in self._entries:
+            if entry.weight == 0:  # no teacher pass, no gather, no maths for an off term
+                continue
+            t = self._teacher_input(entry, teacher_out)
+            s = self._student_input(entry, features, y_pred)
+            if getattr(entry.term, "batch_statistic", False) and self.cross_replica:
+                t = self._gather(gathered, ("t", entry.teacher_index), t)
+                s = self._gather(gathered, ("s", entry.student_index), s)
+            if isinstance(entry.term, SimilarityPreservingDistillation):
+                checks += self._sp_checks(entry, t)
+            entry.term.validate_outputs(t, s)
+            kwargs = (
+                {"sample_weight": sample_weight}
+                if getattr(entry.term, "uses_sample_weight", False)
+                else {}
+            )
+            value = entry.term.compute_loss(t, s, **kwargs)
+            if len(getattr(value, "shape", ())) > 0:
+                raise ValueError(
+                    f"{type(entry.term).__name__}.compute_loss must return a scalar; it "
+                    f"returned shape {tuple(value.shape)}."
+                )
+            value = entry.weight * ops.cast(value, "float32")
+            logs[entry.key] = value
+            if entry.group != entry.key:
+                logs[entry.group] = logs[entry.group] + value
+        distillation = sum((logs[e.key] for e in self._entries), ops.zeros((), "float32"))
+        # Gradients are summed over replicas: Keras's losses come divided by
+        # the replica count, the distillation terms are divided here, and every
+        # logged value is the undivided one.
+        a = self.student_loss_weight
+        if a is None:
+            loss = task + distillation / replicas
+            logs["loss"] = task * replicas + distillation
+        else:
+            loss = a * task + (1.0 - a) * distillation / replicas
+            logs["loss"] = a * task * replicas + (1.0 - a) * distillation
+            logs["total_loss"] = logs["loss"]
+            logs["student_loss"] = task * replicas
+            logs["distillation_loss"] = distillation
+        logs["task_loss"] = task * replicas
+        return loss, logs, y_pred, checks
+
+    def _gather(self, cache: dict, key, tensor):
+        if key not in cache:
+            # float32 first: the all-gather has no bfloat16 kernel.
+            cache[key] = _backend.all_gather(ops.cast(tensor, "float32"))
+        return cache[key]
+
+    def _sp_checks(self, entry: _Entry, teacher_features) -> list:
+        """Warn once: a batch of one sample, or a teacher layer of about-zero activations."""
+        checks = []
+        if teacher_features.shape[0] == 1:
+            self._warn_once("batch_of_one", BATCH_OF_ONE)
+        elif teacher_features.shape[0] is None:
+            size = ops.shape(teacher_features)[0]
+            checks.append(
+                _backend.warn_if(
+                    ops.equal(size, 1), lambda: self._warn_once("batch_of_one", BATCH_OF_ONE), self
+                )
+            )
+        q = ops.cast(teacher_features, "float32")
+        q = ops.reshape(q, (ops.shape(q)[0], -1))
+        largest = ops.max(ops.sum(ops.square(q), axis=1))
+        # Every row of G~ = Q Q^T has norm <= sqrt(b) * max_i ||q_i||^2: below
+        # EPSILON, G_T is 0 (the norm clamp) and the term cannot teach.
+        b = ops.cast(ops.shape(q)[0], "float32")
+        dead = ops.less(ops.sqrt(b) * largest, EPSILON)
+        message = _dead_layer_message(entry.term)
+        checks.append(
+            _backend.warn_if(dead, lambda: self._warn_once(f"dead:{entry.key}", message), self)
+        )
+        return [c for c in checks if c is not None]
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=2)
+
+    def _log(self, logs: dict, batch_size) -> None:
+        for key, tracker in self._trackers.items():
+            tracker.update_state(logs[key], sample_weight=batch_size)
+
+    # -- the steps --------------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        return self.student(self._split_inputs(inputs)[1], training=training)
 
     def tapped_features(self, inputs) -> tuple[list, list]:
-        """Returns the tapped activations, one (teacher, student) pair per layer pair.
+        """Returns the activations of each SP term's (teacher, student) layer pair.
 
         Both models run in inference mode; `inputs` may be privileged
         (`{"teacher": x_t, "student": x_s}`). For analysis and pictures, not
@@ -362,134 +701,23 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
             `layer_pairs`.
         """
         x_teacher, x_student = self._split_inputs(inputs)
-        teacher_out = self._teacher_outputs(x_teacher)
-        student_out = self._student_extractor(x_student, training=False)
+        teacher_out = self._as_list(self._teacher_extractor(x_teacher, training=False))
+        features, predictions = self._split_student(
+            self._as_list(self._student_extractor(x_student, training=False))
+        )
+        pairs = [e for e in self._entries if isinstance(e.term, SimilarityPreservingDistillation)]
         return (
-            [teacher_out[i] for i in self._teacher_index],
-            [student_out[i] for i in self._student_index],
+            [self._teacher_input(e, teacher_out) for e in pairs],
+            [self._student_input(e, features, predictions) for e in pairs],
         )
 
-    def call(self, inputs, training=None):
-        return self.student(self._split_inputs(inputs)[1], training=training)
+    def train_step(self, *args):
+        return _backend.train_step(self, *args)
 
-    def _privileged_batch_checks(self, x_teacher, x_student) -> list:
-        """Rejects teacher/student batches of different sizes.
+    def test_step(self, *args):
+        return _backend.test_step(self, *args)
 
-        Statically known sizes raise a ValueError while tracing; otherwise the
-        returned assertion must gate the step (tf.control_dependencies), or the
-        loss maths may fail first with a bare shape error.
-        """
-        if x_teacher is x_student:
-            return []
-        first_t = tf.nest.flatten(x_teacher)[0]
-        first_s = tf.nest.flatten(x_student)[0]
-        b_t, b_s = first_t.shape[0], first_s.shape[0]
-        if b_t is not None and b_s is not None:
-            if b_t != b_s:
-                raise ValueError(
-                    "Privileged inputs must hold the same samples: the "
-                    f"'teacher' batch has {b_t} samples and the 'student' "
-                    f"batch {b_s}."
-                )
-            return []
-        if self.jit_compile:  # XLA compiles no Assert op
-            return []
-        return [
-            tf.debugging.assert_equal(
-                tf.shape(first_t)[0],
-                tf.shape(first_s)[0],
-                message="Privileged inputs must hold the same samples: the "
-                "'teacher' and 'student' batches differ in size.",
-            )
-        ]
-
-    def _teacher_outputs(self, x_teacher):
-        outputs = self._teacher_extractor(x_teacher, training=False)
-        return outputs if isinstance(outputs, (list, tuple)) else [outputs]
-
-    def _gather(self, tensors):
-        context = tf.distribute.get_replica_context()
-        if not self.cross_replica or context is None:
-            return tensors
-        if context.num_replicas_in_sync == 1:
-            return tensors
-        return [context.all_gather(t, axis=0) for t in tensors]
-
-    def _distillation_losses(self, x, y, sample_weight, teacher_out, student_out, training):
-        """Returns (loss for gradients, unscaled parts for logs, y_pred)."""
-        n_t, n_s = self._num_teacher_features, self._num_student_features
-        y_pred = student_out[n_s:]
-        y_pred = y_pred[0] if len(y_pred) == 1 else list(y_pred)
-        task = self.compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
-        if any(self._gammas):
-            teacher_feats = self._gather([teacher_out[i] for i in self._teacher_index])
-            student_feats = self._gather([student_out[i] for i in self._student_index])
-            with tf.control_dependencies(self._warn_if_batch_of_one(teacher_feats[0])):
-                sp = _similarity_preserving_loss(
-                    teacher_feats, student_feats, self._gammas, warn=False
-                )
-        else:  # gamma = 0: no all-gather, no SP maths (they would be multiplied by zero)
-            sp = ops.zeros((), "float32")
-        parts = {"sp_loss": sp}
-        if self.at_weight > 0:
-            parts["at_loss"] = attention_transfer_loss(
-                [teacher_out[i] for i in self._at_teacher_index],
-                [student_out[:n_s][i] for i in self._at_student_index],
-                self.at_weight,
-            )
-        if self.kd_weight > 0:
-            parts["kd_loss"] = self.kd_weight * knowledge_distillation_loss(
-                teacher_out[n_t], y_pred, self.temperature, sample_weight
-            )
-        # Gradients are summed over replicas. Keras losses come already divided
-        # by the replica count; the distillation terms are divided here, and
-        # every logged value is the undivided one.
-        replicas = _num_replicas()
-        task = ops.cast(task, "float32")
-        loss = task + sum(parts.values()) / replicas
-        parts["task_loss"] = task * replicas
-        return loss, parts, y_pred
-
-    def _log(self, parts, batch_size):
-        total = sum(parts.values())
-        self.loss_tracker.update_state(total, sample_weight=batch_size)
-        self.task_loss_tracker.update_state(parts["task_loss"], batch_size)
-        self.sp_loss_tracker.update_state(parts["sp_loss"], batch_size)
-        if self.kd_loss_tracker is not None:
-            self.kd_loss_tracker.update_state(parts["kd_loss"], batch_size)
-        if self.at_loss_tracker is not None:
-            self.at_loss_tracker.update_state(parts["at_loss"], batch_size)
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x_teacher, x_student = self._split_inputs(x)
-        with tf.control_dependencies(self._privileged_batch_checks(x_teacher, x_student)):
-            teacher_out = self._teacher_outputs(x_teacher)
-            variables = self.student.trainable_variables
-            with tf.GradientTape() as tape:
-                student_out = self._student_extractor(x_student, training=True)
-                loss, parts, y_pred = self._distillation_losses(
-                    x_student, y, sample_weight, teacher_out, student_out, True
-                )
-                scaled_loss = self.optimizer.scale_loss(loss)
-            gradients = tape.gradient(scaled_loss, variables)
-            self.optimizer.apply(gradients, variables)
-            self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
-            return self.compute_metrics(x_student, y, y_pred, sample_weight)
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x_teacher, x_student = self._split_inputs(x)
-        with tf.control_dependencies(self._privileged_batch_checks(x_teacher, x_student)):
-            teacher_out = self._teacher_outputs(x_teacher)
-            student_out = self._student_extractor(x_student, training=False)
-            _, parts, y_pred = self._distillation_losses(
-                x_student, y, sample_weight, teacher_out, student_out, False
-            )
-            self._log(parts, tf.shape(tf.nest.flatten(x_student)[0])[0])
-            return self.compute_metrics(x_student, y, y_pred, sample_weight)
+    # -- saving -------------------------------------------------------------------
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -497,16 +725,28 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
             {
                 "teacher": keras.saving.serialize_keras_object(self.teacher),
                 "student": keras.saving.serialize_keras_object(self.student),
-                "layer_pairs": [list(pair) for pair in self.layer_pairs],
-                "gamma": self.gamma,
-                "kd_weight": self.kd_weight,
-                "temperature": self.temperature,
                 "cross_replica": self.cross_replica,
                 "teacher_dtype": self.teacher_dtype,
-                "at_pairs": [list(pair) for pair in self.at_pairs],
-                "at_weight": self.at_weight,
+                "student_loss_weight": self.student_loss_weight,
             }
         )
+        if self._short_form:  # 0.2's keys: its saved distillers load unchanged
+            settings = self._short_settings
+            config.update(
+                {
+                    "layer_pairs": [list(pair) for pair in settings["layer_pairs"]],
+                    "gamma": settings["gamma"],
+                    "kd_weight": settings["kd_weight"],
+                    "temperature": settings["temperature"],
+                    "at_pairs": [list(pair) for pair in settings["at_pairs"]],
+                    "at_weight": settings["at_weight"],
+                }
+            )
+        else:
+            config["distillation_losses"] = [
+                keras.saving.serialize_keras_object(term) for term in self.distillation_losses
+            ]
+            config["distillation_loss_weights"] = list(self.distillation_loss_weights)
         return config
 
     @classmethod
@@ -514,4 +754,26 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         config = copy.deepcopy(config)  # the deserializer consumes what it reads
         for key in ("teacher", "student"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
+        if "distillation_losses" in config:
+            config["distillation_losses"] = [
+                keras.saving.deserialize_keras_object(term)
+                for term in config["distillation_losses"]
+            ]
         return cls(**config)
+
+
+def _plain(gamma):
+    """gamma as given, as plain floats (get_config is JSON)."""
+    if isinstance(gamma, (list, tuple)):
+        return [check_weight(g, "gamma") for g in gamma]
+    return check_weight(gamma, "gamma")
+
+
+def _is_terms(value) -> bool:
+    if isinstance(value, keras.distillation.DistillationLoss):
+        return True
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(v, keras.distillation.DistillationLoss) for v in value)
+    )

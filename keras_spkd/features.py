@@ -9,17 +9,34 @@ layers are not reachable from the outer graph (keras #16123).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 
 import keras
 
 
+class NotAModelError(TypeError, ValueError):
+    """A teacher or student that is not a `keras.Model`.
+
+    Both a `TypeError` (what it is) and a `ValueError` (what
+    `keras.distillation.Distiller` raises for it), so code written for either
+    catches it.
+    """
+
+
+def check_model(model, role: str = "model") -> keras.Model:
+    """Returns `model` if it is a `keras.Model`; raises `NotAModelError` otherwise."""
+    if not isinstance(model, keras.Model):
+        raise NotAModelError(
+            f"Expected the {role} to be a keras.Model; received {type(model).__name__} "
+            f"({model!r:.80})."
+        )
+    return model
+
+
 def graph_inputs(model: keras.Model, role: str = "model") -> list:
     """Returns `model.inputs`, or raises a clear error if it has no graph."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"Expected the {role} to be a keras.Model; received {type(model).__name__}."
-        )
+    check_model(model, role)
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -66,6 +83,30 @@ def layer_paths(model: keras.Model) -> list[str]:
     return paths
 
 
+def checked_layer_name(model: keras.Model, name: str, role: str = "model") -> str:
+    """Returns `name` if `model` has that (possibly nested) layer.
+
+    Raises:
+        ValueError: No such layer; the message suggests the closest names
+            (`keras-spkd layers` lists them all).
+    """
+    available = layer_paths(model)
+    if name in available:
+        return name
+    close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
+    hint = (
+        f"Did you mean {' or '.join(repr(c) for c in close)}?"
+        if close
+        else f"It has {len(available)} layers, from {available[0]!r} to {available[-1]!r}."
+        if available
+        else "It has no layers."
+    )
+    raise ValueError(
+        f"The {role} {model.name!r} has no layer {name!r}. {hint} "
+        "(`keras_spkd.layer_paths(model)` or `keras-spkd layers MODEL` lists them all.)"
+    )
+
+
 def _has_graph(model: keras.Model) -> bool:
     try:
         return bool(model.inputs)
@@ -108,13 +149,8 @@ def build_feature_extractor(
     ((32, 4, 4, 16), (32, 10))
     """
     inputs = graph_inputs(model, role)
-    names = list(layer_names)
-    available = layer_paths(model)
-    for name in names:
-        if name not in available:
-            raise ValueError(
-                f"The {role} {model.name!r} has no layer {name!r}. Available layers: {available}."
-            )
+    names = [checked_layer_name(model, name, role) for name in layer_names]
+    extractor_name = f"{model.name}_features"
     top = {layer.name: layer for layer in model.layers}
     nested: dict[str, list[str]] = {}
     for name in names:
@@ -126,12 +162,12 @@ def build_feature_extractor(
     tapped_models = [name for name in names if isinstance(top.get(name), keras.Model)]
     if not nested and not tapped_models:
         predictions = list(model.outputs) if include_predictions else []
-        features = [top[name].output for name in names]
-        return keras.Model(_single(inputs), [*features, *predictions])
-    return _rerouted_extractor(model, names, nested, include_predictions, role)
+        features = [top[layer].output for layer in names]
+        return keras.Model(_single(inputs), [*features, *predictions], name=extractor_name)
+    return _rerouted_extractor(model, names, nested, include_predictions, role, extractor_name)
 
 
-def _rerouted_extractor(model, names, nested, include_predictions, role):
+def _rerouted_extractor(model, names, nested, include_predictions, role, name):
     """Re-runs `model`'s graph, sending nested models through extractors.
 
     Every layer's output in the outer graph is captured by name, so a nested
@@ -159,8 +195,8 @@ def _rerouted_extractor(model, names, nested, include_predictions, role):
         model, clone_function=lambda layer: layer, call_function=call_function
     )
     predictions = list(rebuilt.outputs) if include_predictions else []
-    features = [captured[name] for name in names]
-    return keras.Model(_single(rebuilt.inputs), [*features, *predictions])
+    features = [captured[layer] for layer in names]
+    return keras.Model(_single(rebuilt.inputs), [*features, *predictions], name=name)
 
 
 def check_layer_pairs(layer_pairs) -> list[tuple[str, str]]:

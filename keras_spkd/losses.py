@@ -116,18 +116,45 @@ def _as_list(features: Any) -> list:
     return [features]
 
 
-def _pair_weights(weights: Any, count: int) -> list[float]:
+def pair_weights(weights: Any, count: int, name: str = "gamma") -> list[float]:
+    """One checked weight per layer pair from a number, a list of them, or `None` (1.0).
+
+    Raises:
+        TypeError: Not a real number, or not a list of them.
+        ValueError: Not finite, negative, or a list of another length.
+    """
     if weights is None:
         return [1.0] * count
     if not isinstance(weights, (list, tuple)):
-        return [check_weight(weights, "weight")] * count
-    weights = [check_weight(w, "weight") for w in weights]
-    if len(weights) != count:
+        if isinstance(weights, bool) or not isinstance(weights, numbers.Real):
+            raise TypeError(
+                f"Expected `{name}` to be a float or a list of floats, one per layer pair; "
+                f"received {weights!r}."
+            )
+        return [check_weight(weights, name)] * count
+    checked = [check_weight(w, name) for w in weights]
+    if len(checked) == 1:
+        return checked * count
+    if len(checked) != count:
         raise ValueError(
-            f"Expected one weight per layer pair ({count}); received "
-            f"{len(weights)} weights: {weights}."
+            f"Expected one {name} per layer pair ({count} pairs); received "
+            f"{len(checked)} values: {checked}."
         )
-    return weights
+    return checked
+
+
+def _renamed(old: str, new: str, old_value: Any, new_value: Any) -> Any:
+    """`new_value`, or `old_value` with a DeprecationWarning when only the old name was used."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"Pass `{new}` only; `{old}` is its deprecated name.")
+    warnings.warn(
+        f"`{old}` is deprecated and will be removed in 0.4; pass `{new}` instead.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value
 
 
 def _check_batch_sizes(teacher: Any, student: Any, index: int) -> None:
@@ -141,7 +168,7 @@ def _check_batch_sizes(teacher: Any, student: Any, index: int) -> None:
         )
 
 
-def _weighted_pairs(teacher_features: Any, student_features: Any, weights: Any):
+def _weighted_pairs(teacher_features: Any, student_features: Any, weights: Any, name: str):
     """Validates paired activation maps; yields (index, weight, teacher, student)."""
     teachers, students = _as_list(teacher_features), _as_list(student_features)
     if not teachers:
@@ -152,7 +179,7 @@ def _weighted_pairs(teacher_features: Any, student_features: Any, weights: Any):
             f"{len(teachers)} teacher and {len(students)} student maps."
         )
     for index, (weight, t, s) in enumerate(
-        zip(_pair_weights(weights, len(teachers)), teachers, students)
+        zip(pair_weights(weights, len(teachers), name), teachers, students)
     ):
         t, s = ops.convert_to_tensor(t), ops.convert_to_tensor(s)
         _check_batch_sizes(t, s, index)
@@ -168,6 +195,8 @@ def _warn_if_batch_of_one(features: Any) -> None:
 def similarity_preserving_loss(
     teacher_features: Any,
     student_features: Any,
+    gamma: float | Sequence[float] | None = None,
+    *,
     weights: float | Sequence[float] | None = None,
 ) -> Any:
     """Computes the similarity-preserving distillation loss L_SP.
@@ -185,9 +214,9 @@ def similarity_preserving_loss(
             array) or a list of them, one per pair.
         student_features: Student activations `A_S`, matching
             `teacher_features` in count and batch size.
-        weights: Per-pair weight (the paper's gamma when the SP term is
-            used alone): a finite float >= 0 or one per pair. Defaults to
-            `1.0`.
+        gamma: The paper's weight gamma: a finite float >= 0, or one per
+            pair. Defaults to `1.0` (the bare L_SP).
+        weights: Deprecated name of `gamma`.
 
     Returns:
         A float32 scalar tensor.
@@ -205,13 +234,14 @@ def similarity_preserving_loss(
 
     Reference: Tung & Mori, ICCV 2019, arXiv:1907.09682, eq. (3).
     """
-    return _similarity_preserving_loss(teacher_features, student_features, weights, warn=True)
+    gamma = _renamed("weights", "gamma", weights, gamma)
+    return _similarity_preserving_loss(teacher_features, student_features, gamma, warn=True)
 
 
-def _similarity_preserving_loss(teacher_features, student_features, weights, warn: bool):
+def _similarity_preserving_loss(teacher_features, student_features, gamma, warn: bool):
     """`similarity_preserving_loss`; `warn=False` for callers that warn themselves."""
     total = ops.zeros((), dtype="float32")
-    for _, weight, t, s in _weighted_pairs(teacher_features, student_features, weights):
+    for _, weight, t, s in _weighted_pairs(teacher_features, student_features, gamma, "gamma"):
         if warn:
             _warn_if_batch_of_one(t)
         difference = similarity_matrix(t) - similarity_matrix(s)
@@ -298,6 +328,8 @@ def attention_map(features: Any, epsilon: float = EPSILON) -> Any:
 def attention_transfer_loss(
     teacher_features: Any,
     student_features: Any,
+    beta: float | Sequence[float] | None = None,
+    *,
     weights: float | Sequence[float] | None = None,
 ) -> Any:
     """Computes the attention-transfer (AT) loss between activation maps.
@@ -310,7 +342,9 @@ def attention_transfer_loss(
     Args:
         teacher_features: Teacher activations, one tensor or a list.
         student_features: Student activations, matching in count and size.
-        weights: Per-pair weight. Defaults to `1.0`.
+        beta: The paper's weight beta, a float or one per pair. Defaults
+            to `1.0`.
+        weights: Deprecated name of `beta`.
 
     Returns:
         A float32 scalar tensor.
@@ -319,13 +353,14 @@ def attention_transfer_loss(
 
     >>> rng = np.random.default_rng(0)
     >>> t, s = rng.random((4, 8, 8, 32)), rng.random((4, 8, 8, 16))  # same h, w
-    >>> bool(keras_spkd.attention_transfer_loss(t, s, weights=1000.0) > 0)
+    >>> bool(keras_spkd.attention_transfer_loss(t, s, beta=1000.0) > 0)
     True
 
     Reference: Zagoruyko & Komodakis, ICLR 2017, arXiv:1612.03928.
     """
+    beta = _renamed("weights", "beta", weights, beta)
     total = ops.zeros((), dtype="float32")
-    for index, weight, t, s in _weighted_pairs(teacher_features, student_features, weights):
+    for index, weight, t, s in _weighted_pairs(teacher_features, student_features, beta, "beta"):
         if tuple(t.shape[1:-1]) != tuple(s.shape[1:-1]):
             raise ValueError(
                 f"Attention transfer compares spatial maps of one size; pair {index} has "
@@ -346,16 +381,17 @@ class SimilarityPreservingLoss(keras.losses.Loss):
     statistic, so the reduction leaves it unchanged.
 
     Args:
-        pair_weights: Per-pair weight, a float or one per pair (gamma when
-            this is the only distillation term). Defaults to `1.0`.
+        gamma: The paper's weight gamma, a float or one per pair. Defaults
+            to `1.0`.
         name: Defaults to `"similarity_preserving_loss"`.
+        pair_weights: Deprecated name of `gamma`.
 
     Example:
 
     >>> rng = np.random.default_rng(0)
     >>> teacher_activations = rng.random((8, 4, 4, 64))
     >>> student_activations = rng.random((8, 8, 8, 16))
-    >>> loss = keras_spkd.SimilarityPreservingLoss(pair_weights=3000.0)
+    >>> loss = keras_spkd.SimilarityPreservingLoss(gamma=3000.0)
     >>> value = loss(teacher_activations, student_activations)
     >>> expected = 3000.0 * keras_spkd.similarity_preserving_loss(
     ...     teacher_activations, student_activations)
@@ -367,113 +403,22 @@ class SimilarityPreservingLoss(keras.losses.Loss):
 
     def __init__(
         self,
-        pair_weights: float | Sequence[float] | None = None,
+        gamma: float | Sequence[float] | None = None,
         name: str = "similarity_preserving_loss",
         reduction: str = "sum_over_batch_size",
         dtype: Any = None,
+        pair_weights: float | Sequence[float] | None = None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.pair_weights = pair_weights
+        self.gamma = _renamed("pair_weights", "gamma", pair_weights, gamma)
+
+    @property
+    def pair_weights(self):
+        """Deprecated name of `gamma`."""
+        return self.gamma
 
     def call(self, y_true, y_pred):
-        return similarity_preserving_loss(y_true, y_pred, self.pair_weights)
+        return similarity_preserving_loss(y_true, y_pred, self.gamma)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "pair_weights": self.pair_weights}
-
-
-@keras.saving.register_keras_serializable(package="keras_spkd")
-class SimilarityPreservingDistillation(keras.distillation.DistillationLoss):
-    """SP loss for Keras's own `keras.distillation.Distiller`.
-
-    Names one teacher layer and one student layer; the Keras distiller taps
-    them and hands their activations to `similarity_preserving_loss`.
-    `keras_spkd.SPDistiller` does the same in one student pass; this class is
-    for users who already build on `keras.distillation`.
-
-    The objectives differ by a factor. The Keras distiller minimises
-    `w * L_task + (1 - w) * sum_i(weight_i * L_i)`, with
-    `w = student_loss_weight` (default `0.5`) and `weight_i` from
-    `distillation_loss_weights`. The paper's `L_task + gamma * L_SP` is that
-    objective divided by `w` when `weight_i = gamma * w / (1 - w)`. So pass
-    `distillation_loss_weights=[gamma * w / (1 - w)]` and divide the learning
-    rate by `w` (exactly the same steps with SGD, momentum or not; Adam and
-    other scale-invariant optimizers keep their learning rate). With the
-    default `w = 0.5`: `[gamma]` and twice the learning rate. Passing
-    `[gamma]` with `w = 0.5` and the paper's learning rate halves every step.
-    Pass the loss in a list: given one loss object, not a list, Keras (3.12
-    to 3.15) ignores `distillation_loss_weights` and weighs it 1.0.
-
-    Keras taps top-level layers only (`model.get_layer(name).output`): a
-    layer inside a nested functional model, `"backbone/conv5"`, or the nested
-    functional model itself is refused here; `keras_spkd.SPDistiller` taps
-    both.
-
-    Args:
-        teacher_layer_name: Name of the tapped teacher layer.
-        student_layer_name: Name of the tapped student layer.
-
-    Example:
-
-    >>> gamma, w = 3000.0, 0.5   # the paper's gamma; Keras's student_loss_weight
-    >>> distiller = keras.distillation.Distiller(
-    ...     teacher=teacher, student=student,
-    ...     distillation_losses=[keras_spkd.SimilarityPreservingDistillation(
-    ...         "t_group3", "s_group3")],   # a list, or the weights are ignored
-    ...     distillation_loss_weights=[gamma * w / (1 - w)], student_loss_weight=w)
-    >>> distiller.compile(  # learning rate / w: the steps of SGD(0.01) on CE + gamma * L_SP
-    ...     optimizer=keras.optimizers.SGD(0.01 / w),
-    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    >>> history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
-
-    Reference: Tung & Mori, ICCV 2019, arXiv:1907.09682.
-    """
-
-    def __init__(self, teacher_layer_name: str, student_layer_name: str):
-        self.teacher_layer_name = teacher_layer_name
-        self.student_layer_name = student_layer_name
-
-    def validate_model_compatibility(self, teacher, student):
-        from keras_spkd.features import layer_paths
-
-        for role, model, name in (
-            ("teacher", teacher, self.teacher_layer_name),
-            ("student", student, self.student_layer_name),
-        ):
-            top = {layer.name: layer for layer in model.layers}
-            layer = top.get(name)
-            nested_functional = isinstance(layer, keras.Model) and not isinstance(
-                layer, keras.Sequential
-            )
-            if layer is not None and not nested_functional:
-                continue
-            available = layer_paths(model)
-            if nested_functional or name in available:
-                where = (
-                    "is a nested functional model, whose output lives in its own graph"
-                    if nested_functional
-                    else f"is inside the nested model {name.partition('/')[0]!r}"
-                )
-                raise ValueError(
-                    f"The {role} layer {name!r} {where}; keras.distillation.Distiller taps "
-                    "top-level layers only (model.get_layer(name).output, keras #16123). "
-                    "Use keras_spkd.SPDistiller, which taps nested models and their layers "
-                    "by path, or name a top-level layer: "
-                    f"{[n for n in available if '/' not in n]}."
-                )
-            raise ValueError(
-                f"The {role} has no layer named {name!r}; available layers: {available}."
-            )
-
-    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
-        return similarity_preserving_loss(teacher_outputs, student_outputs)
-
-    def get_config(self) -> dict:
-        return {
-            "teacher_layer_name": self.teacher_layer_name,
-            "student_layer_name": self.student_layer_name,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> SimilarityPreservingDistillation:
-        return cls(**config)
+        return {**super().get_config(), "gamma": self.gamma}

@@ -1,6 +1,6 @@
 """Runs SPDistiller for one epoch under one strategy; writes weights and logs.
 
-Usage: python tests/distribute_worker.py single|cross|per|worker OUT.npz
+Usage: python tests/distribute_worker.py single|cross|per|worker|single_bf16|cross_bf16 OUT.npz
        python tests/distribute_worker.py long_worker OUT.npz EPOCHS BACKUP_DIR
 A process creates one strategy only (collective keys are per process): two
 logical CPU devices configured before TensorFlow initialises for `cross` and
@@ -36,9 +36,11 @@ def main(mode: str, out: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.random((64, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 10, 64)
+    if mode.endswith("_bf16"):  # the README's accelerator recipe: bfloat16 everywhere
+        keras.config.set_dtype_policy("mixed_bfloat16")
     if mode == "worker":
         strategy = STRATEGY
-    elif mode == "single":
+    elif mode.startswith("single"):
         strategy = tf.distribute.get_strategy()
     else:
         strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
@@ -69,6 +71,7 @@ def main(mode: str, out: str) -> None:
     logs = distiller.evaluate(probe.batch(GLOBAL_BATCH), verbose=0, return_dict=True)
     t_feats = keras.Model(teacher.input, teacher.get_layer("t_group").output)(x[:GLOBAL_BATCH])
     s_feats = keras.Model(student.input, student.get_layer("s_group").output)(x[:GLOBAL_BATCH])
+    t_feats, s_feats = tf.cast(t_feats, "float32"), tf.cast(s_feats, "float32")
     half = GLOBAL_BATCH // 2
     report = {
         "replicas": strategy.num_replicas_in_sync,

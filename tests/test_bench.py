@@ -50,6 +50,22 @@ def test_every_configuration_is_measured_and_the_ratios_follow(result):
     assert "bfloat16 teacher" in report
 
 
+def test_the_keras_peer_weighs_its_sp_term_with_gamma():
+    from tests.conftest import small_cnn
+
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    peer = bench.keras_peer(teacher, student, ("t_group", "s_group"), gamma=250.0)
+    assert isinstance(peer.distillation_losses, list)
+    x = np.random.default_rng(0).random((16, 8, 8, 1), dtype="float32")
+    y = np.zeros(16, "int32")
+    peer.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    logs = peer.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    t = keras_spkd.build_feature_extractor(teacher, ["t_group"], False)(x)
+    s = keras_spkd.build_feature_extractor(student, ["s_group"], False)(x)
+    expected = 250.0 * float(keras_spkd.similarity_preserving_loss(t, s))
+    np.testing.assert_allclose(logs["distillation_loss"], expected, rtol=1e-4)
+
+
 def test_sp_loss_scaling_rows(tmp_path):
     rows = bench.sp_loss_scaling(batch_sizes=(8, 16), dims=(32, 64), repeats=1)
     assert [(r["b"], r["d"]) for r in rows] == [(8, 32), (8, 64), (16, 32), (16, 64)]

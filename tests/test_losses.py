@@ -42,7 +42,7 @@ def test_similarity_matrix_matches_reference(b, t_shape, s_shape):
 def test_several_pairs_are_weighted_and_summed():
     ts = [_random((6, 4, 4, 3), 4), _random((6, 10), 5)]
     ss = [_random((6, 2, 2, 7), 6), _random((6, 3, 3, 3), 7)]
-    got = keras_spkd.similarity_preserving_loss(ts, ss, weights=[3000.0, 0.5])
+    got = keras_spkd.similarity_preserving_loss(ts, ss, gamma=[3000.0, 0.5])
     assert_allclose(float(got), reference.sp_loss(ts, ss, [3000.0, 0.5]), rtol=1e-6)
 
 
@@ -125,7 +125,7 @@ def test_bad_inputs_raise_clear_errors():
         keras_spkd.similarity_preserving_loss(np.ones((8, 3)), np.ones((4, 3)))
     with pytest.raises(ValueError, match="2 teacher and 1 student"):
         keras_spkd.similarity_preserving_loss([np.ones((2, 3))] * 2, [np.ones((2, 3))])
-    with pytest.raises(ValueError, match="one weight per layer pair"):
+    with pytest.raises(ValueError, match="one gamma per layer pair"):
         keras_spkd.similarity_preserving_loss(np.ones((2, 3)), np.ones((2, 3)), [1, 2])
     with pytest.raises(ValueError, match="at least one pair"):
         keras_spkd.similarity_preserving_loss([], [])
@@ -133,7 +133,7 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_loss_class_forwards_and_round_trips_config():
     t, s = [_random((6, 5), 18), _random((6, 2, 2, 2), 19)], [_random((6, 3), 20)] * 2
-    loss = keras_spkd.SimilarityPreservingLoss(pair_weights=[2.0, 0.25])
+    loss = keras_spkd.SimilarityPreservingLoss(gamma=[2.0, 0.25])
     expected = reference.sp_loss(t, s, [2.0, 0.25])
     assert_allclose(float(loss(t, s)), expected, rtol=1e-6)
     clone = keras.losses.deserialize(keras.losses.serialize(loss))
@@ -183,7 +183,7 @@ def test_sp_term_trains_inside_keras_distiller(data):
 
 def test_keras_distiller_rejects_unknown_layer():
     teacher, student = small_cnn("t", 8), small_cnn("s", 4)
-    with pytest.raises(ValueError, match="no layer named 'nope'.*s_group"):
+    with pytest.raises(ValueError, match=r"no layer 'nope'\. It has 4 layers, from 's_conv1'"):
         keras.distillation.Distiller(
             teacher=teacher,
             student=student,
@@ -195,7 +195,7 @@ def test_keras_distiller_rejects_unknown_layer():
 def test_attention_transfer_matches_numpy_reference(b, hw, c_t, c_s):
     t, s = _random((b, hw, hw, c_t), 30), _random((b, hw, hw, c_s), 31)
     assert_allclose(keras_spkd.attention_map(t), reference.attention_map(t), atol=1e-6)
-    got = float(keras_spkd.attention_transfer_loss(t, s, weights=1000.0))
+    got = float(keras_spkd.attention_transfer_loss(t, s, beta=1000.0))
     assert got > 1e-3
     assert_allclose(got, reference.at_loss([t], [s], [1000.0]), rtol=1e-5)
 
@@ -307,9 +307,9 @@ def test_golden_fixture_covers_the_cases_the_issue_asks_for():
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
 def test_non_finite_or_negative_pair_weights_are_refused(bad):
     t, s = _random((4, 3), 40), _random((4, 2), 41)
-    with pytest.raises(ValueError, match=r"finite weight >= 0; received"):
-        keras_spkd.similarity_preserving_loss(t, s, weights=bad)
-    with pytest.raises(ValueError, match=r"finite weight >= 0; received"):
+    with pytest.raises(ValueError, match=r"finite gamma >= 0; received"):
+        keras_spkd.similarity_preserving_loss(t, s, gamma=bad)
+    with pytest.raises(ValueError, match=r"finite beta >= 0; received"):
         keras_spkd.attention_transfer_loss(np.ones((2, 2, 2, 1)), np.ones((2, 2, 2, 1)), [bad])
     with pytest.raises(ValueError, match=r"finite temperature > 0; received"):
         keras_spkd.knowledge_distillation_loss(t, t, temperature=bad)
@@ -319,12 +319,14 @@ def test_numpy_scalar_weights_are_accepted_and_bools_refused():
     t, s = _random((5, 3), 42), _random((5, 4), 43)
     base = float(keras_spkd.similarity_preserving_loss(t, s))
     for weight in (np.float32(2.0), np.float64(2.0), np.int64(2)):
-        got = float(keras_spkd.similarity_preserving_loss(t, s, weights=weight))
+        got = float(keras_spkd.similarity_preserving_loss(t, s, gamma=weight))
         assert_allclose(got, 2.0 * base, rtol=1e-6)
     got = float(keras_spkd.similarity_preserving_loss([t, t], [s, s], [np.float32(1), 3]))
     assert_allclose(got, 4.0 * base, rtol=1e-6)
-    with pytest.raises(TypeError, match="real number; received True"):
-        keras_spkd.similarity_preserving_loss(t, s, weights=True)
+    with pytest.raises(
+        TypeError, match="float or a list of floats, one per layer pair; received True"
+    ):
+        keras_spkd.similarity_preserving_loss(t, s, gamma=True)
     with pytest.raises(TypeError, match="real number; received '2'"):
         keras_spkd.knowledge_distillation_loss(t, t, temperature="2")
 
@@ -389,7 +391,7 @@ def _nested(prefix, sequential=False):
     [
         ("t_bb/t_conv", r"'t_bb/t_conv' is inside the nested model 't_bb'.*SPDistiller"),
         ("t_bb", r"'t_bb' is a nested functional model.*SPDistiller.*'t_pool'"),
-        ("t_nope", r"no layer named 't_nope'; available layers: .*'t_bb/t_conv'"),
+        ("t_nope", r"no layer 't_nope'\. Did you mean 't_pool'\?"),
     ],
 )
 def test_keras_adapter_names_layers_as_spdistiller_does(teacher_layer, message):
@@ -461,3 +463,25 @@ def test_keras_distiller_ignores_weights_of_a_single_loss_so_the_docs_use_a_list
     assert listed.distillation_loss_weights == [300.0]
     doc = keras_spkd.SimilarityPreservingDistillation.__doc__
     assert "distillation_losses=[keras_spkd.SimilarityPreservingDistillation(" in doc
+
+
+def test_old_weight_names_still_work_with_a_deprecation_warning():
+    t, s = _random((4, 3), 50), _random((4, 2), 51)
+    expected = float(keras_spkd.similarity_preserving_loss(t, s, gamma=7.0))
+    with pytest.warns(DeprecationWarning, match="`weights` is deprecated.*pass `gamma`"):
+        assert float(keras_spkd.similarity_preserving_loss(t, s, weights=7.0)) == expected
+    with pytest.warns(DeprecationWarning, match="`pair_weights` is deprecated"):
+        old = keras_spkd.SimilarityPreservingLoss(pair_weights=7.0)
+    assert old.gamma == 7.0 and float(old(t, s)) == pytest.approx(expected)
+    # A 0.2 config (pair_weights) still rebuilds, and the new one says gamma.
+    with pytest.warns(DeprecationWarning):
+        rebuilt = keras_spkd.SimilarityPreservingLoss.from_config(
+            {"name": "sp", "reduction": "sum_over_batch_size", "pair_weights": 2.0}
+        )
+    assert rebuilt.get_config()["gamma"] == 2.0 and "pair_weights" not in rebuilt.get_config()
+    with pytest.warns(DeprecationWarning, match="`weights` is deprecated.*pass `beta`"):
+        keras_spkd.attention_transfer_loss(
+            np.ones((2, 2, 2, 1)), np.ones((2, 2, 2, 1)), weights=1.0
+        )
+    with pytest.raises(TypeError, match="Pass `gamma` only"):
+        keras_spkd.similarity_preserving_loss(t, s, gamma=1.0, weights=1.0)
