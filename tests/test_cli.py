@@ -303,7 +303,7 @@ def test_a_bug_keeps_its_traceback_and_is_not_exit_code_2(monkeypatch, tmp_path)
     "argv, message",
     [
         (["distill", "--teacher", "missing.keras"], "Teacher file 'missing.keras' does not exist"),
-        (["distill", "--student-arch", "resnet-9"], "Unknown architecture 'resnet-9'"),
+        (["distill", "--student-arch", "resnet-9"], "Unknown model 'resnet-9'"),
         (["distill", "--pairs", "group2:nope"], "student 'student' has no layer 'nope'"),
         (["distill", "--pairs", "group2"], "TEACHER_LAYER:STUDENT_LAYER"),
         (["distill", "--dataset", "no_such_dataset_xyz"], "Unknown dataset"),
