@@ -354,3 +354,63 @@ def test_imagenet_weights_offline_are_one_line(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(DataError, match="weights 'imagenet' cannot be downloaded"):
         build_from_spec("MobileNetV2(alpha=0.35, weights='imagenet')", (96, 96, 3), 4)
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_a_killed_folder_run_resumes_to_the_same_weights(user_files, tmp_path):
+    """Kill -9 during SP on an image folder; --resume ends with the uninterrupted run's
+    weights, bit for bit (each epoch's file order and crops are a function of (seed, epoch))."""
+    import signal
+
+    from keras_spkd.preprocessing import Preprocessing  # noqa: F401 - to load student.keras
+    from tests.test_cli import ROOT, _cli, _rows, _start, _wait_for
+
+    args = ["distill", "--data", str(user_files / "images"), "--teacher"]
+    args += [str(user_files / "t.keras"), "--student", str(user_files / "s.keras")]
+    args += ["--epochs", "4", "--batch-size", "16", "--augment", "crop", "--tflite", "float"]
+    env = {**os.environ, "KERAS_SPKD_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    reference = _cli(*args, "--out", "reference", env=env, cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    process = _start([*args, "--out", "run"], env, tmp_path)
+    _wait_for(lambda: _rows(tmp_path / "run" / "sp" / "history.csv") >= 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert not (tmp_path / "run" / "summary.json").exists()
+    resumed = _cli(*args, "--out", "run", "--resume", env=env, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ("alone/student.keras", "sp/student.keras"):
+        a = keras.saving.load_model(tmp_path / "reference" / name).get_weights()
+        b = keras.saving.load_model(tmp_path / "run" / name).get_weights()
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    # A resume after the folder changed is refused, naming the fingerprint.
+    extra = user_files / "images" / "0_T-shirt" / "extra.png"
+    write_png(extra, np.zeros((28, 28), "uint8"))
+    try:
+        changed = _cli(*args, "--out", "run", "--resume", env=env, cwd=tmp_path)
+    finally:
+        extra.unlink()
+    assert changed.returncode == 2 and "data_fingerprint" in changed.stderr
+
+
+@pytest.mark.slow
+def test_the_your_own_data_example_runs(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(root)}
+    env["KERAS_SPKD_CACHE"] = str(tmp_path / "cache")
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "your_own_data.py"), "--epochs", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| teacher | teacher.keras |" in result.stdout
+    assert "| student alone | student.keras |" in result.stdout
+    assert result.stdout.count(": digit_") == 5  # five predictions with class names
