@@ -48,3 +48,15 @@ def _float32_policy():
 
 def sparse_ce():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def to_numpy(value):
+    """A backend tensor (TensorFlow, JAX or PyTorch, with grad or not) as a NumPy array."""
+    if isinstance(value, (np.ndarray, float, int, np.generic)):
+        return value
+    return keras.ops.convert_to_numpy(value)
+
+
+def assert_allclose(actual, desired, **kwargs):
+    """`numpy.testing.assert_allclose` that takes tensors of any Keras backend."""
+    np.testing.assert_allclose(to_numpy(actual), to_numpy(desired), **kwargs)

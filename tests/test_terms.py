@@ -8,11 +8,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
 
 import keras_spkd
 from tests import reference
-from tests.conftest import small_cnn, sparse_ce
+from tests.conftest import assert_allclose, small_cnn, sparse_ce
 
 DATA = Path(__file__).parent / "data"
 
@@ -40,12 +39,16 @@ class MeanGap(keras.distillation.DistillationLoss):
         return cls(**config)
 
 
+def _np(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
 def _mean_gap(t, s):
     return float((np.mean(t, dtype=np.float64) - np.mean(s, dtype=np.float64)) ** 2)
 
 
 def _features(model, layer, x):
-    return keras_spkd.build_feature_extractor(model, [layer], False)(x).numpy()
+    return keras.ops.convert_to_numpy(keras_spkd.build_feature_extractor(model, [layer], False)(x))
 
 
 def _mixed_terms():
@@ -58,7 +61,7 @@ def _mixed_terms():
 
 def _by_hand(teacher, student, x, y):
     """task, and the three unweighted terms, in float64 from the models' own outputs."""
-    logits_t, logits_s = teacher(x).numpy(), student(x).numpy()
+    logits_t, logits_s = _np(teacher(x)), _np(student(x))
     task = float(sparse_ce()(y, logits_s))
     t_group, s_group = _features(teacher, "t_group", x), _features(student, "s_group", x)
     feature = float(np.mean((logits_t.astype(np.float64) - logits_s) ** 2))
@@ -319,7 +322,7 @@ def test_subclassed_and_unbuilt_sequential_models_take_logits_terms(data):
     before = [w.copy() for w in teacher.get_weights()]
     history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert history.history["kd_loss"][0] > 0
-    kd = reference.kd_loss(teacher(x).numpy(), student(x).numpy(), 2.0)
+    kd = reference.kd_loss(_np(teacher(x)), _np(student(x)), 2.0)
     logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
     assert_allclose(logs["kd_loss"], kd, rtol=1e-4)
     for a, b in zip(before, teacher.get_weights()):
@@ -380,8 +383,8 @@ def test_a_distiller_saved_by_0_2_loads_and_gives_its_losses():
     assert (loaded.kd_weight, loaded.temperature, loaded.at_weight) == (0.5, 3.0, 7.0)
     assert loaded.at_pairs == [("t_conv1", "s_conv1")]
     logs = loaded.evaluate(recorded["x"], recorded["y"], batch_size=32, verbose=0, return_dict=True)
-    for key in ("loss", "task_loss", "sp_loss", "kd_loss", "at_loss"):
-        assert_allclose(logs[key], recorded[key], rtol=1e-5, err_msg=key)
+    for key in ("loss", "task_loss", "sp_loss", "kd_loss", "at_loss"):  # saved on TensorFlow
+        assert_allclose(logs[key], recorded[key], rtol=1e-5, atol=1e-7, err_msg=key)
 
 
 def test_a_saved_distiller_loads_in_a_fresh_process_after_the_public_import(tmp_path):
