@@ -243,3 +243,42 @@ def test_fashion_mnist_end_to_end_on_a_few_hundred_real_images(
     assert summary["config"]["student_arch"] == "fashion-cnn-4"
     assert summary["export"]["input_dtype"] == "uint8"  # takes images as stored
     assert 0.0 <= summary["accuracy"]["sp"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda b: b[: len(b) // 2], "not a complete gzip file"),  # truncated download
+        (None, "header says"),  # a valid gzip whose IDX data is cut short
+    ],
+)
+def test_damaged_fashion_mnist_files_are_refused_before_the_cache(
+    damage, reason, tmp_path, monkeypatch, empty_keras_home
+):
+    """Issue 20, 5: bad --data-dir files are checked (decompressed, IDX header and counts)
+    before anything is copied into Keras's cache, and the error names --data-dir."""
+    import gzip
+    import struct
+
+    from keras_spkd import data as data_module
+    from keras_spkd.errors import DataError
+
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    n = 20
+    for prefix in ("train", "t10k"):
+        images = np.zeros((n, 28, 28), np.uint8).tobytes()
+        if damage is None and prefix == "train":
+            images = images[:-28]
+        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images)
+        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + bytes(n))
+    if damage is not None:
+        target = folder / "train-images-idx3-ubyte.gz"
+        target.write_bytes(damage(target.read_bytes()))
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(DataError, match=rf"--data-dir '{folder}' are damaged: .*{reason}"):
+        data_module.fashion_mnist_arrays(str(folder))
+    cache = data_module._keras_datasets_dir()
+    assert not cache.exists() or not any(cache.iterdir())  # nothing reached the cache
