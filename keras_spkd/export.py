@@ -12,8 +12,10 @@ It holds no teacher and no keras-spkd code: the SavedModel loads with
 The SavedModel's serving signature (`serving_default`, also callable as
 `.serve`):
 
-- input `images`: `(batch, *image shape)`, the stored dtype (a batch of 0
-  images gives 0 rows);
+- input `images`: `(batch, *image shape)`, the stored dtype; `.serve` also
+  takes float32 pixel values (taken as they are, never cast to integers;
+  float64 is refused); images of another size are refused unless the
+  preprocessing resizes; a batch of 0 images gives 0 rows;
 - outputs `logits` (float32, `(batch, classes)`) and `probabilities`
   (their softmax).
 
@@ -66,7 +68,8 @@ class ExportReport:
         saved_model_bytes: Its size on disk.
         saved_model_max_abs_diff: Largest |export logits - student logits|
             over the test images.
-        input_dtype: The dtype the exports take (the stored images' dtype).
+        input_dtype: The dtype the exports take (the stored images' dtype;
+            the SavedModel's `serve` takes float32 as well).
         preprocessing: The preprocessing built into the exports
             (`Preprocessing.describe()`: scale, mean, std, application,
             image_size), or `None`.
@@ -230,15 +233,48 @@ def calibration_sample(images: np.ndarray, count: int = 300, seed: int = 0) -> n
 
 
 def _write_saved_model(
-    model: keras.Model, path: Path, dtype: str, class_names: Sequence[str] | None = None
+    model: keras.Model,
+    path: Path,
+    dtype: str,
+    class_names: Sequence[str] | None = None,
+    guard: bool = False,
 ) -> None:
+    """Writes `model` as a SavedModel whose `serve` takes `dtype` images.
+
+    With `guard` (the SavedModel users get), `serve` also takes float32
+    images (the stored values, never cast to integers; `serving_default` keeps
+    `dtype`), refuses images of another size than the model's (unless its
+    preprocessing resizes) and answers a batch of 0 images with 0 rows; the
+    TFLite conversions start from an unguarded twin (no control flow).
+    """
+    shape = (None, *model.inputs[0].shape[1:])
+    size = tuple(shape[1:3])
+
+    def serve(images):
+        images = tf.cast(images, model.inputs[0].dtype)  # exact for stored integers
+        if not guard:
+            return model(images, training=False)
+        if None not in size:
+            tf.debugging.assert_equal(
+                tf.shape(images)[1:3],
+                tf.constant(size, tf.int32),
+                message=f"images must be {size[0]}x{size[1]}: this model does not resize "
+                "(export it with a preprocessing that does, e.g. keras-spkd --image-size)",
+            )
+        empty = {
+            name: tf.zeros((0, *output.shape[1:]), "float32")
+            for name, output in zip(OUTPUT_NAMES, model.outputs, strict=True)
+        }
+        return tf.cond(
+            tf.shape(images)[0] > 0, lambda: model(images, training=False), lambda: empty
+        )
+
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        "serve",
-        lambda images: model(images, training=False),
-        input_signature=[tf.TensorSpec((None, *model.inputs[0].shape[1:]), dtype, INPUT_NAME)],
-    )
+    function = tf.function(serve)
+    for each in dict.fromkeys([dtype, "float32"] if guard else [dtype]):
+        function.get_concrete_function(tf.TensorSpec(shape, each, INPUT_NAME))
+    archive.add_endpoint("serve", function)
     if class_names is not None:
         names = tf.constant(list(class_names))
         archive.add_endpoint("class_names", lambda: names, input_signature=[])
@@ -246,8 +282,8 @@ def _write_saved_model(
 
 
 def _tflite_bytes(
-    model: keras.Model,
-    saved_model: Path,
+    student: keras.Model,
+    layer,
     mode: str,
     input_dtype: str,
     calibration: np.ndarray | None,
@@ -269,12 +305,11 @@ def _tflite_bytes(
         with drop_cpp_log_lines():  # the converter's printf lines
             return converter.convert()
 
-    if mode != "int8" or input_dtype == "float32":
-        return convert(saved_model)
-    # Full-integer conversion quantises a float input: convert a float-input twin
-    # (same layers and weights), written to a directory that is removed after.
-    with tempfile.TemporaryDirectory(prefix="keras_spkd_int8_") as twin:
-        _write_saved_model(model, Path(twin), "float32")
+    # TFLite takes the stored dtype (float for full-integer, which quantises a float
+    # input): convert an unguarded twin, written to a directory that is removed after.
+    dtype = "float32" if mode == "int8" else input_dtype
+    with tempfile.TemporaryDirectory(prefix="keras_spkd_tflite_") as twin:
+        _write_saved_model(deployable_model(student, layer, dtype), Path(twin), dtype)
         return convert(Path(twin))
 
 
@@ -452,7 +487,7 @@ def export_student(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     layer = as_layer(preprocessing)
-    model = deployable_model(student, layer, input_dtype)
+    model = deployable_model(student, layer, "float32")  # the stored dtype is cast in serve
     inner = float32_student(student)
     preprocessed = test_images.astype("float32")
     if layer is not None:  # the same layer, outside the exported graph
@@ -462,7 +497,7 @@ def export_student(
     described = layer or find_preprocessing(student)
 
     saved_model = directory / "saved_model"
-    _write_saved_model(model, saved_model, input_dtype, class_names)
+    _write_saved_model(model, saved_model, input_dtype, class_names, guard=True)
     if class_names is not None:
         (directory / "class_names.txt").write_text("".join(f"{n}\n" for n in class_names))
     reloaded = tf.saved_model.load(str(saved_model))
@@ -492,7 +527,7 @@ def export_student(
         }
     for mode in tflite:
         path = directory / f"student_{mode}.tflite"
-        path.write_bytes(_tflite_bytes(model, saved_model, mode, input_dtype, calibration))
+        path.write_bytes(_tflite_bytes(student, layer, mode, input_dtype, calibration))
         io = tflite_io(path)
         got = tflite_predict(path, test_images)
         report.tflite[mode] = {
