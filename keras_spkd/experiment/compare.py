@@ -41,6 +41,7 @@ from keras_spkd.experiment.training import (
     trainable,
     weights_fingerprint,
 )
+from keras_spkd.sources import model_label
 from keras_spkd.summary import atomic_write_text, write_summary
 
 logger = logging.getLogger("keras_spkd")
@@ -157,8 +158,9 @@ def _table(config, methods, stats, seeds, privileged, teacher_accuracy) -> str:
     pairs = ",".join(f"{t}:{s}" for t, s in config.pairs)
     lines = [
         f"Test accuracy on {config.dataset}, {setting}; {seeds} seeds, {config.epochs} epochs; "
-        f"teacher {config.teacher_arch} {100 * teacher_accuracy:.2f}% (one teacher, seed "
-        f"{config.seed}, shared by all seeds), student {config.student_arch}; pairs {pairs}, "
+        f"teacher {model_label(config.to_dict(), 'teacher')} {100 * teacher_accuracy:.2f}% (one "
+        f"teacher, seed {config.seed}, shared by all seeds), student "
+        f"{model_label(config.to_dict(), 'student')}; pairs {pairs}, "
         f"gamma {config.gamma_label}, KD weight {config.kd_weight:g} "
         f"(T = {config.temperature:g}), AT weight {config.at_weight:g}.",
         "",
@@ -258,7 +260,9 @@ def run_compare(
             for seed in range(seeds):
                 seeded = data.with_seed(seed)
                 keras.utils.set_random_seed(seed)
-                initial = build(config.student_arch, data, config, "student", student_shape)
+                initial = build(  # a student file: seeds after 0 re-initialise it
+                    config.student_arch, data, config, "student", student_shape, seed=seed
+                )
                 expected = weights_fingerprint(initial)
                 for method in methods:
                     rows.append(
