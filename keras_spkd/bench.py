@@ -21,8 +21,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_spkd._tf import tf
 from keras_spkd.distiller import SPDistiller
 from keras_spkd.losses import similarity_preserving_loss
 from keras_spkd.models import build_model

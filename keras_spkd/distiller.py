@@ -103,23 +103,27 @@ def _with_compute_dtype(model: keras.Model, dtype: str | None) -> keras.Model:
 
 
 def _short_form_terms(layer_pairs, gamma, kd_weight, temperature, at_pairs, at_weight):
-    """The card's arguments as (terms, weights): one SP term per pair, then KD, then AT."""
+    """The card's arguments, each checked once, as (terms, weights, settings as given)."""
     pairs = check_layer_pairs(layer_pairs)
     gammas = pair_weights(gamma, len(pairs), "gamma")
-    kd_weight = check_weight(kd_weight, "kd_weight")
-    temperature = check_weight(temperature, "temperature", positive=True)
-    at_weight = check_weight(at_weight, "at_weight")
+    settings = {
+        "layer_pairs": pairs,
+        "gamma": list(gammas) if isinstance(gamma, (list, tuple)) else gammas[0],
+        "kd_weight": check_weight(kd_weight, "kd_weight"),
+        "temperature": check_weight(temperature, "temperature", positive=True),
+        "at_pairs": check_layer_pairs(at_pairs) if at_pairs else [],
+        "at_weight": check_weight(at_weight, "at_weight"),
+    }
     terms = [SimilarityPreservingDistillation(t, s) for t, s in pairs]
     weights = list(gammas)
-    if kd_weight > 0:
-        terms.append(KnowledgeDistillation(temperature))
-        weights.append(kd_weight)
-    at_pairs = check_layer_pairs(at_pairs) if at_pairs else []
-    if at_weight > 0:
-        for t, s in at_pairs or pairs:
+    if settings["kd_weight"] > 0:
+        terms.append(KnowledgeDistillation(settings["temperature"]))
+        weights.append(settings["kd_weight"])
+    if settings["at_weight"] > 0:
+        for t, s in settings["at_pairs"] or pairs:
             terms.append(AttentionTransferDistillation(t, s))
-            weights.append(at_weight)
-    return terms, weights
+            weights.append(settings["at_weight"])
+    return terms, weights, settings
 
 
 def _checked_terms(losses, weights):
@@ -364,25 +368,18 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
                     "takes gamma, kd_weight and at_weight."
                 )
             gamma = 3000.0 if gamma is None else gamma
-            terms, weights = _short_form_terms(
+            terms, weights, self._short_settings = _short_form_terms(
                 layer_pairs, gamma, kd_weight, temperature, at_pairs, at_weight
             )
         else:
             terms, weights = _checked_terms(distillation_losses, distillation_loss_weights)
+            self._short_settings = None
         self._short_form = short_form
         self.distillation_losses = terms
         self.distillation_loss_weights = weights
         self.student_loss_weight = _check_student_loss_weight(student_loss_weight)
         self.cross_replica = bool(cross_replica)
         self.teacher_dtype = teacher_dtype
-        self._short_settings = {
-            "layer_pairs": check_layer_pairs(layer_pairs) if short_form else [],
-            "gamma": (_plain(gamma) if short_form else None),
-            "kd_weight": check_weight(kd_weight, "kd_weight"),
-            "temperature": check_weight(temperature, "temperature", positive=True),
-            "at_pairs": check_layer_pairs(at_pairs) if at_pairs else [],
-            "at_weight": check_weight(at_weight, "at_weight"),
-        }
         for term in terms:
             if not isinstance(term, _LAYER_LOOKUPS):
                 term.validate_model_compatibility(teacher, student)
@@ -519,7 +516,9 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
     @property
     def temperature(self) -> float:
         kd = [e.term for e in self._entries if isinstance(e.term, KnowledgeDistillation)]
-        return kd[0].temperature if kd else self._short_settings["temperature"]
+        if kd:
+            return kd[0].temperature
+        return self._short_settings["temperature"] if self._short_form else None
 
     @property
     def at_weight(self) -> float:
@@ -760,13 +759,6 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
                 for term in config["distillation_losses"]
             ]
         return cls(**config)
-
-
-def _plain(gamma):
-    """gamma as given, as plain floats (get_config is JSON)."""
-    if isinstance(gamma, (list, tuple)):
-        return [check_weight(g, "gamma") for g in gamma]
-    return check_weight(gamma, "gamma")
 
 
 def _is_terms(value) -> bool:

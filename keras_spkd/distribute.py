@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 
-import tensorflow as tf
+import keras
+
+from keras_spkd._tf import tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -29,6 +31,12 @@ def make_strategy(kind: str = "default", devices: list[str] | None = None):
     >>> with strategy.scope():
     ...     distiller = keras_spkd.SPDistiller(..., cross_replica=True)
     """
+    if kind != "default" and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"The {kind!r} strategy is tf.distribute, which needs KERAS_BACKEND=tensorflow; "
+            f"this process runs Keras on {keras.backend.backend()!r}. On JAX, use "
+            "keras.distribution.DataParallel (SP is then over the global batch)."
+        )
     if kind == "default":
         return tf.distribute.get_strategy()
     if kind == "mirrored":
