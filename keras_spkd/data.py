@@ -89,6 +89,8 @@ class DataBundle:
         probe_size: Test images in the heat-map probe.
         split_seed: Seed of the train / validation split.
         files: `{"train"|"val"|"test": (paths, int32 labels)}` for a folder.
+        tfds: For a streamed TFDS dataset: `{"builder", "image", "label",
+            "splits": {split: (TFDS split, positions kept, int32 labels)}}`.
         class_names: One name per label.
         image_size: `(height, width)` every image is resized to, or `None`.
         background: The stored background value per channel (crops pad with it).
@@ -111,6 +113,7 @@ class DataBundle:
     probe_size: int = 64
     split_seed: int = 0
     files: dict | None = None
+    tfds: dict | None = None
     class_names: tuple[str, ...] | None = None
     image_size: tuple[int, int] | None = None
     background: tuple[float, ...] = (0.0,)
@@ -128,7 +131,9 @@ class DataBundle:
             self.class_names = tuple(str(i) for i in range(self.num_classes))
         if self.input_dtype is None:
             self.input_dtype = (
-                "uint8" if self.files else np.asarray(self.arrays["test"][0]).dtype.name
+                "uint8"
+                if self.files or self.tfds
+                else np.asarray(self.arrays["test"][0]).dtype.name
             )
         if self.layer is None:
             p = self.preprocessing
@@ -140,6 +145,8 @@ class DataBundle:
 
     def labels(self, split: str) -> np.ndarray:
         """The int32 labels of `split`, in stored order."""
+        if self.tfds is not None:
+            return np.asarray(self.tfds["splits"][split][2])
         source = self.files if self.files is not None else self.arrays
         return np.asarray(source[split][1])
 
@@ -178,7 +185,13 @@ class DataBundle:
 
     def order_fingerprint(self, epoch: int = 0) -> str:
         """sha256 (16 hex digits) of `epoch`'s label sequence: equal orders, equal hashes."""
-        labels = self.labels("train")[self.epoch_order(epoch)]
+        if self.tfds is not None:  # the same shuffle over the labels alone
+            stream = self._tfds_stream("train", decode=False)
+            labels = np.concatenate(
+                [y.numpy() for _, y in self._tfds_shuffled(stream, epoch).batch(4096)]
+            )
+        else:
+            labels = self.labels("train")[self.epoch_order(epoch)]
         return hashlib.sha256(labels.astype("int32").tobytes()).hexdigest()[:16]
 
     def _constants(self, split: str):
@@ -196,6 +209,48 @@ class DataBundle:
             image.set_shape(self.input_shape)
         return image
 
+    def _tfds_stream(self, split: str, decode: bool = True) -> tf.data.Dataset:
+        """`(image, label)` of `split`, streamed in the files' order (no file shuffling)."""
+        import tensorflow_datasets as tfds
+
+        source = self.tfds
+        name, positions, _ = source["splits"][split]
+        decoders = None if decode else {source["image"]: tfds.decode.SkipDecoding()}
+        ds = source["builder"].as_dataset(name, shuffle_files=False, decoders=decoders)
+        total = source["builder"].info.splits[name].num_examples
+        if len(positions) < total:  # a split carved out of another: keep its positions
+            mask = np.zeros(total, bool)
+            mask[positions] = True
+            with tf.init_scope():
+                kept = tf.constant(mask)
+            ds = ds.enumerate().filter(lambda i, _: tf.gather(kept, i)).map(lambda _, ex: ex)
+        return ds.map(
+            lambda ex: (ex[source["image"]], tf.cast(ex[source["label"]], tf.int32)),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+
+    def _tfds_shuffled(self, stream: tf.data.Dataset, epoch) -> tf.data.Dataset:
+        """Epoch `epoch`'s order: the stream cut in windows of 4,096 examples, each
+        permuted by a stateless shuffle keyed on (seed, epoch, window); then the first
+        `steps_per_epoch * b` examples."""
+        seed = self._seed(epoch)
+        window = min(self.size("train"), 4096)
+
+        def mix(index, batch):
+            x, y = batch
+            key = tf.random.experimental.stateless_fold_in(seed, index)
+            order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(y)[0]), seed=key)
+            return tf.gather(x, order), tf.gather(y, order)
+
+        return (
+            stream.batch(window)
+            .enumerate()
+            .map(mix)
+            .unbatch()
+            .take(self.steps_per_epoch * self.batch_size)
+        )
+
     def _stored_image(self, split: str, index) -> tf.Tensor:
         """One stored image of `split`, as float32, resized by `layer` when asked."""
         x, _ = self._constants(split)
@@ -206,13 +261,31 @@ class DataBundle:
         return self.layer.normalize(image) if self.preprocess_in_pipeline else image
 
     def _epoch(self, epoch: tf.Tensor) -> tf.data.Dataset:
-        _, y = self._constants("train")
-        seed, order = self._seed(epoch), self._order(epoch)
-        ds = tf.data.Dataset.from_tensor_slices((order, tf.range(tf.size(order, tf.int64))))
+        seed = self._seed(epoch)
         background = np.asarray(self.background, "float32")
+        if self.tfds is not None:
+            stream = self._tfds_stream("train").map(
+                lambda x, y: (self.layer.resize(x), y),
+                num_parallel_calls=AUTOTUNE,
+                deterministic=True,
+            )
+            ds = self._tfds_shuffled(stream, epoch).enumerate()
+            ds = ds.map(lambda position, example: (*example, position))
+        else:
+            _, y = self._constants("train")
+            order = self._order(epoch)
+            ds = tf.data.Dataset.from_tensor_slices((order, tf.range(tf.size(order, tf.int64))))
+            ds = ds.map(
+                lambda index, position: (
+                    self._stored_image("train", index),
+                    tf.gather(y, index),
+                    position,
+                ),
+                num_parallel_calls=AUTOTUNE,
+                deterministic=True,
+            )
 
-        def item(index, position):
-            image = self._stored_image("train", index)
+        def item(image, label, position):
             if self.augment:
                 image = (
                     pad_crop_flip(
@@ -222,7 +295,7 @@ class DataBundle:
                     )
                     + background
                 )
-            return self._finish(image), tf.gather(y, index)
+            return self._finish(image), label
 
         return ds.map(item, num_parallel_calls=AUTOTUNE, deterministic=True).batch(
             self.batch_size, drop_remainder=True
@@ -244,6 +317,13 @@ class DataBundle:
         return keys.take(1).flat_map(lambda key: self._epoch(key % 2**31)).prefetch(AUTOTUNE)
 
     def _split(self, split: str) -> tf.data.Dataset:
+        if self.tfds is not None:
+            ds = self._tfds_stream(split).map(
+                lambda x, y: (self._finish(self.layer.resize(x)), y),
+                num_parallel_calls=AUTOTUNE,
+                deterministic=True,
+            )
+            return ds.batch(self.batch_size).prefetch(AUTOTUNE)
         _, y = self._constants(split)
         ds = tf.data.Dataset.range(self.size(split))
         ds = ds.map(
@@ -267,6 +347,10 @@ class DataBundle:
         """The first `count` (default: all) images of `split` as stored, or as float32
         after the declared resize (`image_size`); what an export is fed."""
         count = self.size(split) if count is None else min(count, self.size(split))
+        if self.tfds is not None:
+            ds = self._tfds_stream(split).take(count).map(lambda x, _: self.layer.resize(x))
+            images = np.concatenate([b.numpy() for b in ds.batch(512)])
+            return images if self.image_size else images.astype(self.input_dtype)
         if self.files is None and self.image_size is None:
             return np.asarray(self.arrays[split][0][:count])
         ds = tf.data.Dataset.range(count).map(
@@ -632,9 +716,14 @@ def load_tfds(
     seed: int = 0,
     probe_size: int = 64,
 ) -> DataBundle:
-    """Loads a prepared TFDS image classification dataset into memory.
+    """Streams a prepared TFDS image classification dataset (never held in memory).
 
-    Images are kept as stored (uint8) and normalised per channel with the
+    Only the labels are read first (images not decoded). Each epoch reads the
+    training files in their order (`shuffle_files=False`) and permutes each
+    window of 4,096 examples by a stateless shuffle keyed on `(seed, epoch,
+    window)` (a windowed shuffle: examples move within their window only), so
+    `--resume` repeats the same batches exactly. Images are kept as stored (uint8) and
+    normalised per channel with the
     mean and standard deviation of (up to 10,000) training images; with
     `augment` the training images get the paper's CIFAR augmentation (4-pixel
     pad, random crop, horizontal flip; the pad takes the images' stored
@@ -667,34 +756,51 @@ def load_tfds(
     info = builder.info
     image_key, label_key = _image_label_keys(name, info)
 
-    def read(split: str):
-        ds = builder.as_dataset(split, batch_size=-1)
-        arrays = tfds.as_numpy(ds)
-        return arrays[image_key], arrays[label_key].astype("int32")
+    def labels_of(split: str) -> np.ndarray:  # the labels alone: images are not decoded
+        ds = builder.as_dataset(
+            split, shuffle_files=False, decoders={image_key: tfds.decode.SkipDecoding()}
+        )
+        ds = ds.map(lambda ex: ex[label_key]).batch(8192)
+        return np.concatenate([b.numpy() for b in ds]).astype("int32")
 
-    arrays = {"train": read("train"), "test": read("test")}
+    def whole(split: str):
+        labels = labels_of(split)
+        return (split, np.arange(len(labels)), labels)
+
+    splits = {"train": whole("train"), "test": whole("test")}
     if "validation" in info.splits:
-        arrays["val"] = read("validation")
-        splits = {"val": "validation"}
+        splits["val"] = whole("validation")
+        made = {"val": "validation"}
     else:
-        x, y = arrays["train"]
-        arrays["train"], arrays["val"] = _carve(x, y, seed, VAL_FRACTION, name)
-        splits = {"val": f"{VAL_FRACTION:.0%} of train, stratified, seed {seed}"}
+        _, positions, labels = splits["train"]
+        (train, y_train), (val, y_val) = _carve(positions, labels, seed, VAL_FRACTION, name)
+        order_train, order_val = np.argsort(train), np.argsort(val)  # files' order
+        splits["train"] = ("train", train[order_train], y_train[order_train])
+        splits["val"] = ("train", val[order_val], y_val[order_val])
+        made = {"val": f"{VAL_FRACTION:.0%} of train, stratified, seed {seed}"}
     names = getattr(info.features[label_key], "names", None)
-    return DataBundle(
+    bundle = DataBundle(
         name,
-        arrays,
+        None,
         tuple(info.features[image_key].shape),
         info.features[label_key].num_classes,
         batch_size,
         seed,
-        _statistics(arrays["train"][0], 1 / 255),
+        {"scale": 1.0, "mean": [0.0], "std": [1.0]},
         "crop_flip" if augment else None,
         probe_size,
         seed,
+        tfds={"builder": builder, "image": image_key, "label": label_key, "splits": splits},
         class_names=tuple(names) if names else None,
-        background=border_background(arrays["train"][0]),
-        splits=splits,
+        splits=made,
+    )
+    sample = bundle.images("train", NORMALIZATION_SAMPLES)  # the first 10,000, streamed
+    return dataclasses.replace(
+        bundle,
+        preprocessing=_statistics(sample, 1 / 255),
+        background=border_background(sample),
+        layer=None,
+        _cache={},
     )
 
 

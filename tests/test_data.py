@@ -282,3 +282,42 @@ def test_damaged_fashion_mnist_files_are_refused_before_the_cache(
         data_module.fashion_mnist_arrays(str(folder))
     cache = data_module._keras_datasets_dir()
     assert not cache.exists() or not any(cache.iterdir())  # nothing reached the cache
+
+
+def test_tfds_is_streamed_and_validates_on_a_carved_part_of_train(tfds_dir, tmp_path, capsys):
+    """Issue 19: TFDS streamed (no arrays in memory), each epoch a function of (seed, epoch);
+    issue 21: a dataset without a validation split validates on a stratified, seeded part of
+    train (recorded), never on test."""
+    data = load_tfds("tiny_images", batch_size=8, data_dir=tfds_dir, augment=True, seed=3)
+    assert data.arrays is None and data.tfds is not None
+    _, val_positions, val_labels = data.tfds["splits"]["val"]
+    split, train_positions, _ = data.tfds["splits"]["train"]
+    assert split == data.tfds["splits"]["val"][0] == "train"  # val comes from train...
+    assert not set(val_positions) & set(train_positions)  # ...and leaves it
+    assert len(val_positions) + len(train_positions) == 48 and data.size("test") == 20
+    assert "of train, stratified, seed 3" in data.splits["val"]
+    again = load_tfds("tiny_images", batch_size=8, data_dir=tfds_dir, augment=True, seed=3)
+    assert list(again.tfds["splits"]["val"][1]) == list(val_positions)
+    steps = data.steps_per_epoch
+    run = [x.numpy() for x, _ in data.epochs(0).take(2 * steps)]
+    resumed = [x.numpy() for x, _ in again.epochs(1).take(steps)]  # a run restored at epoch 1
+    for a, b in zip(run[steps:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(run[0], run[steps])  # epochs differ
+    assert data.order_fingerprint(0) == again.order_fingerprint(0) != data.order_fingerprint(1)
+
+    from keras_spkd.cli import main
+
+    argv = ["distill", "--dataset", "tiny_images", "--data-dir", tfds_dir, "--epochs", "1"]
+    argv += ["--teacher-arch", "digits-cnn-4", "--student-arch", "digits-cnn-2", "--pairs"]
+    argv += ["group2:group2", "--teacher-epochs", "1", "--batch-size", "8", "--tflite", "float"]
+    import os
+
+    os.environ["KERAS_SPKD_CACHE"] = str(tmp_path / "cache")
+    try:
+        assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    finally:
+        del os.environ["KERAS_SPKD_CACHE"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data"]["sizes"]["test"] == 20
+    assert summary["data"]["splits"] == {"val": "10% of train, stratified, seed 0"}
