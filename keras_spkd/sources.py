@@ -124,6 +124,12 @@ def load_model_file(path: str | os.PathLike, what: str = "Model file") -> keras.
         return keras.saving.load_model(path, compile=False)
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "Could not locate class" in first:  # Keras's message runs on with the config
+            first = first.split(". ")[0] + (
+                ": an unregistered custom (e.g. subclassed) model; register it with "
+                "@keras.saving.register_keras_serializable and import it, or save a "
+                "functional or Sequential model"
+            )
         raise DataError(f"{what} {str(path)!r} could not be loaded: {first}") from error
 
 

@@ -21,7 +21,7 @@ import filelock
 import keras
 
 from keras_spkd.data import DataBundle
-from keras_spkd.errors import ConfigError, DataError
+from keras_spkd.errors import ConfigError
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.training import accuracy, build, run_phase, save_model, trainable
 from keras_spkd.preprocessing import Preprocessing  # noqa: F401 - registered for load_model
@@ -44,19 +44,10 @@ def sha256(path: Path) -> str:
 
 
 def load_keras_file(path: str | os.PathLike, what: str = "Model file") -> keras.Model:
-    """`keras.saving.load_model` with clear errors for missing and invalid files."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} {str(path)!r} does not exist.")
-    if not zipfile.is_zipfile(path):
-        raise DataError(
-            f"{what} {str(path)!r} exists but is not a valid .keras archive (truncated, or "
-            "another format); save models with `model.save('name.keras')`."
-        )
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
-        raise DataError(f"{what} {str(path)!r} could not be loaded: {error}") from error
+    """`keras.saving.load_model` with one-line errors (`keras_spkd.sources.load_model_file`)."""
+    from keras_spkd.sources import load_model_file
+
+    return load_model_file(path, what)
 
 
 def recipe(config: ExperimentConfig) -> dict:
