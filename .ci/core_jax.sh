@@ -5,7 +5,7 @@
 # of the full install), then the backend-independent core tests under
 # KERAS_BACKEND=jax: golden values and gradients, taps, terms, a fit, Keras's
 # own distiller tests against SPDistiller, and DataParallel on two virtual
-# devices (tests/test_jax_distribution.py).
+# devices (tests/test_jax_distribution.py), and the GPU benchmark at tiny sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keras_range=$(sed -n 's/^ *"\(keras>=[0-9.]*,<[0-9.]*\)".*/\1/p' pyproject.toml)
@@ -24,4 +24,4 @@ if "$venv/bin/python" -c "import tensorflow" >/dev/null 2>&1; then
 fi
 KERAS_BACKEND=jax "$venv/bin/python" -m pytest -q -p no:cacheprovider \
   tests/test_backends.py tests/test_features.py tests/test_terms.py \
-  tests/test_keras_distiller_suite.py tests/test_jax_distribution.py
+  tests/test_keras_distiller_suite.py tests/test_jax_distribution.py tests/test_gpu_step.py

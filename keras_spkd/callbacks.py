@@ -88,6 +88,12 @@ class SimilarityMonitor(keras.callbacks.Callback):
                 "SimilarityMonitor watches a keras_spkd.SPDistiller; it was given "
                 f"{type(self.model).__name__}."
             )
+        if not self.model.layer_pairs:
+            raise ValueError(
+                "SimilarityMonitor draws the similarity matrices of an SP term, and this "
+                "distiller has none (its terms: "
+                f"{[type(t).__name__ for t in self.model.distillation_losses]})."
+            )
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
 

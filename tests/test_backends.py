@@ -19,6 +19,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 import keras_spkd
+import keras_spkd.distiller  # noqa: F401  (registers SPDistiller until the package does)
 from tests import reference
 from tests.conftest import small_cnn, sparse_ce
 
@@ -219,3 +220,31 @@ def test_a_distiller_saved_here_loads_and_trains_the_same_on_another_backend(oth
     mine, theirs = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
     for key in mine.files:
         assert_allclose(theirs[key], mine[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_losses_and_a_step_equal_tensorflows_on_the_same_weights_and_data():
+    """tests/data: a distiller saved (keras-spkd 0.2, TensorFlow) with TensorFlow's own
+    losses on it and its student's weights after one SGD step, recorded on TensorFlow."""
+    data = ROOT / "tests" / "data"
+    recorded = np.load(data / "spdistiller_0.2_logs.npz")
+    after_step = np.load(data / "spdistiller_0.2_tf_step.npz")
+    distiller = keras.saving.load_model(data / "spdistiller_0.2.keras")
+    x, y = recorded["x"], recorded["y"]
+    logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    for key in ("loss", "task_loss", "sp_loss", "kd_loss", "at_loss"):
+        assert_allclose(logs[key], recorded[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    teacher_before = [np.array(w) for w in distiller.teacher.get_weights()]
+    distiller.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(teacher_before, distiller.teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for key, weight in zip(after_step.files, distiller.student.get_weights()):
+        assert_allclose(np.asarray(weight), after_step[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.skipif(_installed("tensorflow"), reason="TensorFlow is installed here")
+def test_tensorflow_only_parts_say_so_where_it_is_missing():
+    import importlib
+
+    for module in ("keras_spkd.distribute", "keras_spkd.bench"):
+        with pytest.raises(ImportError, match="needs TensorFlow: pip install"):
+            importlib.import_module(module)

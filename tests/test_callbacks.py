@@ -131,6 +131,14 @@ def test_monitor_needs_a_distiller_and_a_positive_period(data):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[keras_spkd.SimilarityMonitor(x[:8], y[:8])])
     with pytest.raises(ValueError, match="every_n_epochs >= 1"):
         keras_spkd.SimilarityMonitor(x[:8], y[:8], every_n_epochs=0)
+    kd_only = keras_spkd.SPDistiller(
+        small_cnn("t", 8), model, distillation_losses=[keras_spkd.KnowledgeDistillation()]
+    )
+    kd_only.compile(optimizer="sgd", loss=sparse_ce())
+    with pytest.raises(ValueError, match=r"has none \(its terms: \['KnowledgeDistillation'\]\)"):
+        kd_only.fit(
+            x, y, epochs=1, verbose=0, callbacks=[keras_spkd.SimilarityMonitor(x[:8], y[:8])]
+        )
 
 
 def test_plots_holds_pictures_only():
