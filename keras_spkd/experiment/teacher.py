@@ -61,6 +61,11 @@ def recipe(config: ExperimentConfig) -> dict:
         "optimizer": config.optimizer,
         "augment": config.augment,
         "preprocessing": config.teacher_preprocessing,
+        "architecture_sha256": (  # a .keras architecture: its bytes, not only its path
+            sha256(Path(config.teacher_arch))
+            if config.teacher_arch.endswith(".keras") and Path(config.teacher_arch).is_file()
+            else None
+        ),
     }
     return {
         **user,
