@@ -219,6 +219,22 @@ def bad_data(tmp_path_factory):
     folder("good", classes=(0, 1, 2), count=12)
     t = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(5)])
     t.save(root / "five_classes.keras")
+    t16 = keras.Sequential(
+        [keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    t16.save(root / "sixteen.keras")
+
+    class Subclassed(keras.Model):  # not registered: cannot be loaded, nor tapped
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(keras.ops.reshape(x, (-1, 64)))
+
+    sub = Subclassed()
+    sub(np.zeros((1, 8, 8, 1), "float32"))
+    sub.save(root / "subclassed.keras")
     return root
 
 
@@ -234,6 +250,12 @@ def bad_data(tmp_path_factory):
         ("split", [], r"classes \['2'\] are in train/ but not in test/"),
         ("labels.npz", [], r"y_test holds label 12, outside \[0, 10\)"),
         ("good", ["--teacher", "five_classes.keras"], r"outputs shape \(5,\) but the data has 3"),
+        (
+            "good",
+            ["--teacher", "sixteen.keras"],
+            r"inputs of shape \(16, 16, 1\) but .* \(8, 8, 1\)",
+        ),
+        ("good", ["--teacher", "subclassed.keras"], r"unregistered custom \(e.g. subclassed\)"),
         ("good", ["--dataset", "cifar10"], r"Give data \(--data\) or dataset"),
         ("good", ["--teacher-arch", "NoSuchNet(alpha=1)"], r"Unknown model 'NoSuchNet"),
     ],
