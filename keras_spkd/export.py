@@ -261,13 +261,11 @@ def _write_saved_model(
                 message=f"images must be {size[0]}x{size[1]}: this model does not resize "
                 "(export it with a preprocessing that does, e.g. keras-spkd --image-size)",
             )
-        empty = {
-            name: tf.zeros((0, *output.shape[1:]), "float32")
-            for name, output in zip(OUTPUT_NAMES, model.outputs, strict=True)
-        }
-        return tf.cond(
-            tf.shape(images)[0] > 0, lambda: model(images, training=False), lambda: empty
-        )
+        # A batch of 0 gives 0 rows: one blank image rides along and is dropped after
+        # (no control flow, so the graph stays plain).
+        blank = tf.zeros(tf.concat([[1], tf.shape(images)[1:]], 0), images.dtype)
+        outputs = model(tf.concat([images, blank], 0), training=False)
+        return {name: value[:-1] for name, value in outputs.items()}
 
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -231,7 +231,14 @@ def test_killed_anywhere_resume_ends_with_the_same_weights_and_table(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     def rows(out):
-        return [line for line in out.splitlines() if line.startswith("| ")]
+        # The SavedModel's size holds TensorFlow's function names, numbered by a
+        # process-wide counter: a resumed process traced fewer functions, so the size
+        # may differ by tens of bytes. Everything else must be equal.
+        return [
+            re.sub(r"^\| saved_model \| [\d.]+ KiB", "| saved_model | - KiB", line)
+            for line in out.splitlines()
+            if line.startswith("| ")
+        ]
 
     assert rows(resumed.stdout) == rows(table) and len(rows(table)) >= 8  # accuracy + exports
     for name in ("alone/student.keras", "sp/student.keras"):
