@@ -55,7 +55,9 @@ def compiled(model):
 
 def train(name, model):
     compiled(model).fit(
-        data.train,
+        data.epochs(),  # epoch after epoch, each in its own seeded order
+        steps_per_epoch=steps,
+        shuffle=False,
         validation_data=data.val,
         epochs=args.epochs,
         callbacks=[

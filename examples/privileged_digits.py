@@ -49,11 +49,14 @@ arrays = digits_arrays()
 (x_train, y_train), (x_val, y_val), (x_test, y_test) = (arrays[s] for s in ("train", "val", "test"))
 teacher = compiled(digits_cnn(32, name="teacher"))
 teacher.fit(x_train, y_train, batch_size=64, epochs=args.epochs, verbose=0)
+# The pipelines below shuffle (seeded) and batch themselves: fit must not shuffle.
 
 alone = digits_cnn(8, input_shape=(4, 8, 1), name="student_alone")
 with_sp = digits_cnn(8, input_shape=(4, 8, 1), name="student_sp")
 with_sp.set_weights(alone.get_weights())
-compiled(alone).fit(pipeline(x_train, y_train, False, True), epochs=args.epochs, verbose=0)
+compiled(alone).fit(
+    pipeline(x_train, y_train, False, True), epochs=args.epochs, shuffle=False, verbose=0
+)
 distiller = compiled(
     keras_spkd.SPDistiller(teacher, with_sp, [("group2", "group2")], gamma=args.gamma)
 )
@@ -61,6 +64,7 @@ distiller.fit(
     pipeline(x_train, y_train, True, True),
     validation_data=pipeline(x_val, y_val, True, False),
     epochs=args.epochs,
+    shuffle=False,
     verbose=0,
 )
 

@@ -34,11 +34,14 @@ def compile_for_digits(model):
 
 
 # 1. Data: 1,257 / 180 / 360 images of 8x8 digits as tf.data pipelines.
+#    `data.epochs()` streams epoch after epoch, each in its own seeded order:
+#    fit is told how many batches an epoch has, and that the order is set.
 data = load_digits(batch_size=64)
+FIT = {"steps_per_epoch": data.steps_per_epoch, "shuffle": False, "verbose": 0}
 
 # 2. A teacher (~20k weights). Each group's output is a named layer: group1, group2.
 teacher = compile_for_digits(digits_cnn(32, name="teacher"))
-teacher.fit(data.train, validation_data=data.val, epochs=args.epochs, verbose=0)
+teacher.fit(data.epochs(), validation_data=data.val, epochs=args.epochs, **FIT)
 
 # 3. Two copies of the same small student (~1.5k weights), same initial weights.
 student_alone = digits_cnn(8, name="student_alone")
@@ -46,14 +49,14 @@ student_sp = digits_cnn(8, name="student_sp")
 student_sp.set_weights(student_alone.get_weights())
 
 # 4. The student alone: plain Keras.
-compile_for_digits(student_alone).fit(data.train, epochs=args.epochs, verbose=0)
+compile_for_digits(student_alone).fit(data.epochs(), epochs=args.epochs, **FIT)
 
 # 5. The student with SP: match the teacher's batch similarities at group2.
 distiller = keras_spkd.SPDistiller(
     teacher, student_sp, layer_pairs=[("group2", "group2")], gamma=args.gamma
 )
 compile_for_digits(distiller).fit(
-    data.train, validation_data=data.val, epochs=args.epochs, verbose=0
+    data.epochs(), validation_data=data.val, epochs=args.epochs, **FIT
 )
 
 # 6. Compare on the test split (the distilled student is a plain Keras model:

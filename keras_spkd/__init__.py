@@ -21,85 +21,72 @@ ICCV 2019, arXiv:1907.09682.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
-
-# Public names and the module that defines each. Importing `keras_spkd` loads
-# no TensorFlow: the CLI quiets TensorFlow's logging before anything loads it,
-# and `keras-spkd --help` answers at once.
-_EXPORTS = {
-    "SimilarityMonitor": "callbacks",
-    "FitUnderStrategy": "distiller",
-    "SPDistiller": "distiller",
-    "check_global_batch": "distribute",
-    "make_strategy": "distribute",
-    "export_student": "export",
-    "build_feature_extractor": "features",
-    "layer_paths": "features",
-    "SimilarityPreservingLoss": "losses",
-    "attention_map": "losses",
-    "attention_transfer_loss": "losses",
-    "knowledge_distillation_loss": "losses",
-    "similarity_matrix": "losses",
-    "similarity_preserving_loss": "losses",
-    "describe_layers": "pairs",
-    "Preprocessing": "preprocessing",
-    "AttentionTransferDistillation": "terms",
-    "KnowledgeDistillation": "terms",
-    "SimilarityPreservingDistillation": "terms",
-    "suggest_layer_pairs": "pairs",
-    "plot_similarity_matrices": "plots",
-    "plot_training_curves": "plots",
-    "write_report": "report",
-    "SPHyperModel": "tuning",
-    "make_tuner": "tuning",
-}
-_SUBMODULES = ("data", "models", "experiment")
-
-if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on first use
-    from keras_spkd import data as data
-    from keras_spkd import experiment as experiment
-    from keras_spkd import models as models
-    from keras_spkd.callbacks import SimilarityMonitor
-    from keras_spkd.distiller import FitUnderStrategy, SPDistiller
-    from keras_spkd.distribute import check_global_batch, make_strategy
-    from keras_spkd.export import export_student
-    from keras_spkd.features import build_feature_extractor, layer_paths
-    from keras_spkd.losses import (
-        SimilarityPreservingLoss,
-        attention_map,
-        attention_transfer_loss,
-        knowledge_distillation_loss,
-        similarity_matrix,
-        similarity_preserving_loss,
-    )
-    from keras_spkd.pairs import describe_layers, suggest_layer_pairs
-    from keras_spkd.plots import plot_similarity_matrices, plot_training_curves
-    from keras_spkd.preprocessing import Preprocessing
-    from keras_spkd.report import write_report
-    from keras_spkd.terms import (
-        AttentionTransferDistillation,
-        KnowledgeDistillation,
-        SimilarityPreservingDistillation,
-    )
-    from keras_spkd.tuning import SPHyperModel, make_tuner
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"keras_spkd.{_EXPORTS[name]}"), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"keras_spkd.{name}")
-    else:
-        raise AttributeError(f"module 'keras_spkd' has no attribute {name!r}")
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS, *_SUBMODULES])
-
+import importlib.util
 
 __version__ = "0.2.0"
+
+# The command line quiets TensorFlow's C++ logging before anything loads it;
+# the package below imports Keras (and with it TensorFlow) at once.
+from keras_spkd import _quiet
+
+_quiet.quiet_if_command_line()
+
+# Every public class is imported, so registered for `keras.saving.load_model`,
+# as soon as `import keras_spkd` returns. The core runs on any Keras backend,
+# without TensorFlow:
+from keras_spkd import models  # noqa: E402, F401  (a public submodule)
+from keras_spkd.distiller import FitUnderStrategy, SPDistiller  # noqa: E402
+from keras_spkd.features import build_feature_extractor, layer_paths  # noqa: E402
+from keras_spkd.losses import (  # noqa: E402
+    SimilarityPreservingLoss,
+    attention_map,
+    attention_transfer_loss,
+    knowledge_distillation_loss,
+    similarity_matrix,
+    similarity_preserving_loss,
+)
+from keras_spkd.pairs import describe_layers, suggest_layer_pairs  # noqa: E402
+from keras_spkd.preprocessing import Preprocessing  # noqa: E402
+from keras_spkd.terms import (  # noqa: E402
+    AttentionTransferDistillation,
+    KnowledgeDistillation,
+    SimilarityPreservingDistillation,
+)
+
+# The rest is built on TensorFlow (tf.data pipelines, exports, tf.distribute,
+# Keras Tuner, the workflow) or on the full install's other dependencies
+# (matplotlib for the pictures and the report): imported where TensorFlow is
+# installed. On JAX or PyTorch without it (the core's CI lanes install keras
+# alone), their names raise `keras_spkd._tf`'s ImportError, which says what
+# to install.
+_NEEDS_TENSORFLOW = (
+    "data",
+    "experiment",
+    "SimilarityMonitor",
+    "check_global_batch",
+    "make_strategy",
+    "export_student",
+    "SPHyperModel",
+    "make_tuner",
+    "plot_similarity_matrices",
+    "plot_training_curves",
+    "write_report",
+)
+if importlib.util.find_spec("tensorflow") is not None:
+    from keras_spkd import data, experiment  # noqa: F401  (public submodules)
+    from keras_spkd.callbacks import SimilarityMonitor
+    from keras_spkd.distribute import check_global_batch, make_strategy
+    from keras_spkd.export import export_student
+    from keras_spkd.plots import plot_similarity_matrices, plot_training_curves
+    from keras_spkd.report import write_report
+    from keras_spkd.tuning import SPHyperModel, make_tuner
+else:
+
+    def __getattr__(name: str):
+        if name in _NEEDS_TENSORFLOW:
+            importlib.import_module("keras_spkd._tf")  # raises, saying what to install
+        raise AttributeError(f"module 'keras_spkd' has no attribute {name!r}")
+
 
 __all__ = [
     "AttentionTransferDistillation",

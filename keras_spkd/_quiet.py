@@ -8,13 +8,18 @@ levels and imports TensorFlow with file descriptor 2 captured, dropping those
 lines and passing everything else on.
 
 This module imports nothing from keras-spkd or TensorFlow at import time, so
-a program can call it first.
+a program can call it first. `import keras_spkd` loads TensorFlow (it
+registers its classes with Keras on import), so the package's first lines
+call `quiet_if_command_line()`: in the `keras-spkd` program (the console
+script, or `python -m keras_spkd.cli`) TensorFlow is quieted before the
+package loads it, unless `--verbose` was given; anywhere else nothing changes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import logging
 import os
 import re
@@ -85,3 +90,35 @@ def quiet(verbose: bool = False) -> None:
 
     absl_logging.set_verbosity(absl_logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def launched_as_command_line(argv: list[str] | None = None) -> bool:
+    """Whether this process is the `keras-spkd` program (console script or `-m`).
+
+    Args:
+        argv: The interpreter's command line. Defaults to `sys.orig_argv`.
+    """
+    argv = list(getattr(sys, "orig_argv", sys.argv) if argv is None else argv)
+    index = 1
+    while index < len(argv):
+        item = argv[index]
+        index += 2 if item in ("-X", "-W") else 1  # flags that take a value
+        if item == "-m":
+            return argv[index : index + 1] == ["keras_spkd.cli"]
+        if item.startswith("-m"):
+            return item == "-mkeras_spkd.cli"
+        if not item.startswith("-"):  # the script (or -c's code): the interpreter's own flags end
+            return os.path.basename(item) in ("keras-spkd", "keras-spkd.exe")
+        if item == "-c":
+            return False
+    return False
+
+
+def quiet_if_command_line() -> None:
+    """`quiet()` for the `keras-spkd` program (kept loud by its `--verbose`); else nothing."""
+    if (
+        launched_as_command_line()
+        and "tensorflow" not in sys.modules
+        and importlib.util.find_spec("tensorflow") is not None  # else keras_spkd._tf explains
+    ):
+        quiet(verbose="--verbose" in getattr(sys, "orig_argv", sys.argv))

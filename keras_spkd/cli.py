@@ -10,15 +10,27 @@ directory stays resumable); anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
 from pathlib import Path
 
-from keras_spkd import __version__
+# `import keras_spkd` (first, by Python, for any module of the package) has
+# quieted TensorFlow already when this process is the `keras-spkd` program
+# (see `keras_spkd._quiet`).
+from keras_spkd import (
+    __version__,
+    experiment,  # called through the module: tests replace its functions
+)
+from keras_spkd._quiet import quiet
+from keras_spkd.errors import ConfigError, NonFiniteLossError, RunDirectoryError, SPKDError
+from keras_spkd.experiment.config import merge, read_settings
+from keras_spkd.experiment.rundir import hold
+from keras_spkd.experiment.session import honour_interrupts
+from keras_spkd.report import write_report
 
 logger = logging.getLogger("keras_spkd")
-S = argparse.SUPPRESS  # config flags appear in the namespace only when given
 PATH_ERRORS = (
     FileNotFoundError,
     FileExistsError,
@@ -29,37 +41,31 @@ PATH_ERRORS = (
 TFLITE_HELP = "TFLite exports: float, dynamic, int8 (none: give the flag no values)"
 
 
-def _config_fields() -> list[str]:
-    from keras_spkd.experiment.config import ExperimentConfig
+def build_config(args: argparse.Namespace, distilling: bool = True) -> experiment.ExperimentConfig:
+    """The settings of a command: preset < `--config` file < flags, field by field.
 
-    return ExperimentConfig.field_names()
-
-
-def build_config(args: argparse.Namespace, distilling: bool = True):
-    """`--config` file (if any), overlaid with the flags given, as an `ExperimentConfig`.
-
-    With `--resume`, the run directory's saved settings are the base instead,
-    so only flags given explicitly can differ from them (and are then refused).
+    With `--resume` and no `--config`, the run directory's saved settings are
+    the file, so a plain `--resume` continues the run as it was started; the
+    merged settings are then compared with the saved ones by the run
+    directory (and refused where they differ).
     """
-    from keras_spkd.experiment import ExperimentConfig, RunDirectory
-
-    values: dict = {}
+    base = None
     if getattr(args, "config", None):
-        values = ExperimentConfig.from_json(args.config).to_dict()
-    if getattr(args, "resume", False):
-        values = RunDirectory.saved_config(args.out) or values
-    given = {k: v for k, v in vars(args).items() if k in _config_fields()}
+        base = read_settings(args.config)
+    elif getattr(args, "resume", False):
+        base = experiment.RunDirectory.saved_config(args.out)
+    flags = {  # a config flag not given is None: the file's value, or the preset's
+        k: v
+        for k, v in vars(args).items()
+        if k in experiment.ExperimentConfig.field_names() and v is not None
+    }
     if not distilling:  # evaluate / export: no SP term, so any b >= 1 will do
-        given.setdefault("gamma", 0.0)
-    if "dataset" in given and values.get("dataset") not in (None, given["dataset"]):
-        values = {}  # another dataset: its own presets, not the file's
-    return ExperimentConfig.from_dict({**values, **given})
+        flags.setdefault("gamma", 0.0)
+    return merge(base, flags)
 
 
 def cmd_distill(args) -> int:
-    from keras_spkd.experiment import run_distill
-
-    summary = run_distill(build_config(args), out=args.out, resume=args.resume)
+    summary = experiment.run_distill(build_config(args), out=args.out, resume=args.resume)
     print(summary.table)
     export = summary.summary.get("export", {})
     print(f"Run directory: {summary.out}  (SavedModel: {export.get('saved_model', '-')})")
@@ -68,9 +74,7 @@ def cmd_distill(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from keras_spkd.experiment import run_compare
-
-    result = run_compare(
+    result = experiment.run_compare(
         build_config(args),
         methods=args.methods,
         seeds=args.seeds,
@@ -83,9 +87,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from keras_spkd.experiment import run_search
-
-    result = run_search(
+    result = experiment.run_search(
         build_config(args),
         tuner=args.tuner,
         max_trials=args.max_trials,
@@ -115,60 +117,49 @@ def cmd_tune(args) -> int:
 
 
 def cmd_teacher(args) -> int:
-    from keras_spkd.experiment import run_teacher
-
     config = build_config(args)
-    accuracy = run_teacher(config, args.out)
+    accuracy = experiment.run_teacher(config, args.out, overwrite=args.overwrite)
     print(f"Teacher {config.teacher_arch}: test accuracy {accuracy:.2%}; saved to {args.out}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from keras_spkd.experiment import run_export
-
-    print(json.dumps(run_export(args.model, build_config(args, False), args.out), indent=2))
+    print(
+        json.dumps(experiment.run_export(args.model, build_config(args, False), args.out), indent=2)
+    )
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from keras_spkd.experiment import run_evaluate
-
-    print(json.dumps(run_evaluate(args.model, build_config(args, False))))
+    print(json.dumps(experiment.run_evaluate(args.model, build_config(args, False))))
     return 0
 
 
 def cmd_predict(args) -> int:
-    from keras_spkd.experiment import run_predict
-
-    for row in run_predict(args.model, args.files):
+    for row in experiment.run_predict(args.model, args.files):
         print(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
     return 0
 
 
 def cmd_layers(args) -> int:
-    from keras_spkd.experiment import run_layers
-
-    print(run_layers(args.model))
+    print(experiment.run_layers(args.model))
     return 0
 
 
 def cmd_report(args) -> int:
-    from keras_spkd.errors import RunDirectoryError
-    from keras_spkd.report import write_report
-
     if not Path(args.run_dir).is_dir():
         raise RunDirectoryError(f"Run directory {args.run_dir!r} does not exist.")
     try:
-        page, markdown = write_report(args.run_dir)
-    except (ValueError, KeyError, OSError) as error:  # files changed by hand, or another kind
+        with hold(args.run_dir):
+            page, markdown = write_report(args.run_dir)
+    except (ValueError, KeyError, TypeError) as error:  # files changed by hand, or another kind
         raise RunDirectoryError(f"Cannot report on {args.run_dir!r}: {error}") from error
     print(f"Report: {page} (markdown: {markdown})")
     return 0
 
 
 def cmd_bench(args) -> int:
-    from keras_spkd import bench
-    from keras_spkd.errors import ConfigError
+    from keras_spkd import bench  # the timing harness: only this command loads it
 
     for name, low in (("steps", 2), ("rounds", 1), ("batch_size", 2), ("image_size", 8)):
         if getattr(args, name) < low:
@@ -212,85 +203,74 @@ def cmd_bench(args) -> int:
 
 
 def _data_flags(parser) -> None:
+    parser.add_argument("--dataset", help="digits (default), fashion_mnist, or a TFDS name")
+    parser.add_argument("--data-dir", help="prepared data folder (TFDS, Fashion-MNIST)")
     parser.add_argument(
-        "--dataset", default=S, help="digits (default), fashion_mnist, or a TFDS name"
+        "--download", action="store_const", const=True, help="allow downloads (needs a network)"
+    )
+    parser.add_argument("--data", help="your data: an image folder (DIR/<class>/*) or an .npz file")
+    parser.add_argument(
+        "--image-size", type=int, nargs="+", metavar="N", help="resize to H W (or N N)"
     )
     parser.add_argument(
-        "--data", default=S, help="your data: an image folder (DIR/<class>/*) or an .npz file"
+        "--augment", choices=("none", "crop", "crop_flip"), help="training augmentation"
     )
-    parser.add_argument(
-        "--image-size", type=int, nargs="+", default=S, metavar="N", help="resize to H W (or N N)"
-    )
-    parser.add_argument(
-        "--augment", choices=("none", "crop", "crop_flip"), default=S, help="training augmentation"
-    )
-    parser.add_argument("--data-dir", default=S, help="prepared data folder (TFDS, Fashion-MNIST)")
-    parser.add_argument(
-        "--download", action="store_true", default=S, help="allow downloads (needs a network)"
-    )
-    parser.add_argument("--batch-size", type=int, default=S, help="mini-batch size b")
-    parser.add_argument("--seed", type=int, default=S)
+    parser.add_argument("--batch-size", type=int, help="mini-batch size b")
+    parser.add_argument("--seed", type=int)
 
 
 def _training_flags(parser, teacher_only: bool = False) -> None:
-    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=S)
-    parser.add_argument("--lr", type=float, default=S, help="initial learning rate")
+    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    parser.add_argument("--lr", type=float, help="initial learning rate")
     parser.add_argument(
         "--schedule",
         choices=("step", "cosine", "constant"),
-        default=S,
         help="learning-rate schedule (step: x0.2 at 30/60/80%%)",
     )
-    parser.add_argument("--weight-decay", type=float, default=S, help="L2 weight decay")
-    parser.add_argument(
-        "--jit", action=argparse.BooleanOptionalAction, default=S, help="XLA-compile the step"
-    )
+    parser.add_argument("--weight-decay", type=float, help="L2 weight decay")
+    parser.add_argument("--jit", action=argparse.BooleanOptionalAction, help="XLA-compile the step")
     parser.add_argument(
         "--strategy",
         choices=("default", "mirrored", "multi_worker"),
-        default=S,
         help="tf.distribute strategy (multi_worker reads TF_CONFIG)",
     )
-    parser.add_argument("--teacher", default=S, help="trained teacher (.keras); default: cached")
+    parser.add_argument("--teacher", help="trained teacher (.keras); default: cached")
     parser.add_argument(
         "--teacher-arch",
-        default=S,
         help="teacher to train: zoo name, .keras file, 'MobileNetV2()' or module:function",
     )
     parser.add_argument(
         "--teacher-preprocessing",
-        default=S,
         help="none, a keras.applications module (mobilenet_v2) or scale=S,offset=O",
     )
     if teacher_only:
-        parser.add_argument("--teacher-epochs", "--epochs", type=int, default=S)
+        parser.add_argument("--teacher-epochs", "--epochs", type=int)
         return
-    parser.add_argument("--teacher-epochs", type=int, default=S)
+    parser.add_argument("--teacher-epochs", type=int)
     parser.add_argument(
         "--student-arch",
         "--student",
         dest="student_arch",
-        default=S,
         help="zoo name, .keras file, 'MobileNetV2(alpha=0.35)' or module:function",
     )
-    parser.add_argument("--student-preprocessing", default=S, help="as --teacher-preprocessing")
+    parser.add_argument("--student-preprocessing", help="as --teacher-preprocessing")
     parser.add_argument(
         "--keep-student-weights",
-        action="store_true",
-        default=S,
+        action="store_const",
+        const=True,
         help="a student file's weights start every seed (default: seeds > 0 re-initialise)",
     )
-    parser.add_argument("--epochs", type=int, default=S, help="student epochs")
+    parser.add_argument("--epochs", type=int, help="student epochs")
 
 
 def _distill_flags(parser, kd: float | None = None, at: float | None = None) -> None:
-    parser.add_argument("--pairs", default=S, help="TEACHER:STUDENT[,...] or auto")
-    parser.add_argument("--gamma", type=float, default=S, help="SP weight gamma")
-    parser.add_argument("--kd-weight", type=float, default=S if kd is None else kd)
-    parser.add_argument("--temperature", type=float, default=S, help="KD temperature")
+    parser.add_argument("--pairs", help="TEACHER:STUDENT[,...] or auto")
+    parser.add_argument("--gamma", type=float, help="SP weight gamma")
+    parser.add_argument("--kd-weight", type=float, default=kd)
+    parser.add_argument("--temperature", type=float, help="KD temperature")
     if at is not None:
         parser.add_argument("--at-weight", type=float, default=at)
-        parser.add_argument("--at-pairs", default=S, help="AT pairs (equal spatial sizes)")
+        parser.add_argument("--at-pairs", help="AT pairs (equal spatial sizes)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,11 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(distill), _training_flags(distill), _distill_flags(distill)
     distill.add_argument("--out", default="runs/distill", help="run directory")
     distill.add_argument("--resume", action="store_true", help="continue the run in --out")
-    distill.add_argument("--tflite", nargs="*", default=S, help=TFLITE_HELP)
+    distill.add_argument("--tflite", nargs="*", help=TFLITE_HELP)
 
     teacher = command("teacher", cmd_teacher, "train and save a teacher")
     _data_flags(teacher), _training_flags(teacher, teacher_only=True)
     teacher.add_argument("--out", default="teacher.keras", help="where to save it (.keras)")
+    teacher.add_argument(
+        "--overwrite", action="store_true", help="replace --out and any interrupted training"
+    )
 
     export = command("export", cmd_export, "SavedModel + TFLite of a student, checked")
     export.add_argument("model")
@@ -391,12 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging() -> None:
-    if not logger.handlers:
+    mine = [h for h in logger.handlers if h.get_name() == "keras-spkd-cli"]
+    if not mine:
         handler = logging.StreamHandler()
+        handler.set_name("keras-spkd-cli")
         handler.setFormatter(logging.Formatter("keras-spkd: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+        mine = [handler]
+    mine[0].stream = sys.stderr  # this call's (main may run many times in one process)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,12 +392,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from keras_spkd._quiet import quiet
-
     quiet(args.verbose)
     _setup_logging()
-    from keras_spkd.errors import NonFiniteLossError, SPKDError
+    with honour_interrupts():
+        return _run(args)
 
+
+def _run(args) -> int:
+    """Runs the command; errors the user can fix become one line and exit code 2."""
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -425,6 +414,27 @@ def main(argv: list[str] | None = None) -> int:
             text = f"{error.strerror}: {error.filename}"
         print(f"keras-spkd: error: {text}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if not _disk_full(error):
+            raise
+        where = getattr(error, "filename", None) or "the output folder"
+        print(
+            f"keras-spkd: error: no space left on the device while writing {where}; free "
+            "some space and rerun (with --resume for a run directory: it stays resumable).",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, as Python raises it, or as TensorFlow and h5py word it in their own errors."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 if __name__ == "__main__":

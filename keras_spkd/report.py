@@ -10,9 +10,7 @@ from pathlib import Path
 
 from keras_spkd.plots import plot_training_curves
 from keras_spkd.sources import model_label
-from keras_spkd.summary import read_summary
-
-PHASE_TITLES = {"alone": "student alone", "sp": "student + SP"}
+from keras_spkd.summary import check_distill_summary, read_summary, sp_phase_title
 
 
 def _last_row(csv_path: Path) -> dict[str, str]:
@@ -65,10 +63,13 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             f"{str(run_dir)!r} holds a {kind} run; the report covers distill runs "
             f"(see {kind}'s results.md / summary.json)."
         )
+    if summary:
+        check_distill_summary(summary, run_dir / "summary.json")
     config = summary.get("config") or json.loads(config_path.read_text()).get("config", {})
+    titles = {"alone": "student alone", "sp": sp_phase_title(config).split(" (")[0]}
     histories = {
-        PHASE_TITLES[p]: run_dir / p / "history.csv"
-        for p in PHASE_TITLES
+        titles[p]: run_dir / p / "history.csv"
+        for p in titles
         if (run_dir / p / "history.csv").is_file()
     }
     sections_html, sections_md = [], []
@@ -90,7 +91,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             ["teacher", model_label(config, "teacher"), f"{accuracy['teacher']:.2%}"],
             ["student alone", model_label(config, "student"), f"{accuracy['alone']:.2%}"],
             [
-                f"student + SP (gamma={summary.get('gamma_label')})",
+                sp_phase_title(config, summary.get("gamma_label")),
                 model_label(config, "student"),
                 f"{accuracy['sp']:.2%}",
             ],

@@ -240,50 +240,6 @@ def outputs_probabilities(model: keras.Model) -> bool:
     return name == "softmax"
 
 
-def check_model_fits_data(
-    model: keras.Model,
-    input_shape,
-    num_classes: int,
-    role: str,
-    label: str,
-    logits_needed_for: str | None = None,
-) -> None:
-    """Refuses, in one line, a model whose input or output does not fit the data.
-
-    Args:
-        model: The model as the workflow feeds it (stored images in).
-        input_shape: One stored image's shape after any declared resize.
-        num_classes: The data's number of classes.
-        role: `"teacher"` or `"student"`.
-        label: What the user called the model.
-        logits_needed_for: Names the term (e.g. `"KD"`) that needs logits, if any.
-
-    Raises:
-        ConfigError: Input shape, class count or output kind do not fit.
-    """
-    expected = tuple(model.inputs[0].shape[1:])
-    given = tuple(input_shape)
-    fits = len(expected) == len(given) and all(
-        e is None or e == g for e, g in zip(expected, given, strict=True)
-    )
-    if not fits:
-        raise ConfigError(
-            f"The {role} {label!r} takes inputs of shape {expected} but the data's images "
-            f"are {given}; pass --image-size to resize them, or a {role} made for this data."
-        )
-    outputs = model.outputs[0].shape
-    if len(outputs) != 2 or outputs[-1] != num_classes:
-        raise ConfigError(
-            f"The {role} {label!r} outputs shape {tuple(outputs[1:])} but the data has "
-            f"{num_classes} classes; give a {role} with {num_classes} outputs."
-        )
-    if logits_needed_for and outputs_probabilities(model):
-        raise ConfigError(
-            f"The {role} {label!r} ends in a softmax but {logits_needed_for} needs logits; "
-            "remove the final softmax (keras.applications: classifier_activation=None)."
-        )
-
-
 def model_label(config: dict, role: str) -> str:
     """What the user gave for the teacher or student (a file's name, or the spec)."""
     if role == "teacher" and config.get("teacher"):

@@ -30,6 +30,57 @@ def _check_finite(value: Any, where: str = "summary") -> None:
             _check_finite(item, f"{where}[{index}]")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+def sp_phase_title(config: dict, gamma_label: str | None = None) -> str:
+    """The distilled student's row title: `student + SP (gamma=...)`, with `+ KD` when on."""
+    gamma = gamma_label if gamma_label is not None else str(config.get("gamma"))
+    kd = config.get("kd_weight") or 0
+    if isinstance(kd, (int, float)) and kd > 0:
+        return f"student + SP + KD (gamma={gamma}, kd_weight={kd:g})"
+    return f"student + SP (gamma={gamma})"
+
+
+def check_distill_summary(summary: dict, path: str | os.PathLike) -> None:
+    """Refuses, in one line, a distill summary changed by hand or damaged.
+
+    Raises:
+        RunDirectoryError: A field the report reads is missing or of the wrong type.
+    """
+    problems = []
+    if not isinstance(summary.get("config"), dict):
+        problems.append("config is not an object")
+    accuracy = summary.get("accuracy")
+    if not isinstance(accuracy, dict):
+        problems.append("accuracy is not an object")
+    else:
+        for key in ("teacher", "alone", "sp"):
+            value = accuracy.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"accuracy.{key} is {value!r}, not a number")
+            elif not 0 <= value <= 1:
+                problems.append(f"accuracy.{key} is {value!r}, outside [0, 1]")
+    export = summary.get("export", {})
+    rows = export.get("table", []) if isinstance(export, dict) else None
+    if not isinstance(rows, list) or not all(
+        isinstance(row, dict)
+        and isinstance(row.get("model"), str)
+        and isinstance(row.get("bytes"), (int, float))
+        and all(isinstance(row.get(k), (int, float, type(None))) for k in ("accuracy", "agreement"))
+        for row in rows
+    ):
+        problems.append("export.table is not a list of export rows")
+    if problems:
+        raise RunDirectoryError(
+            f"{path} was changed by hand or damaged ({'; '.join(problems)}); rerun the run "
+            "(--resume redoes only what is missing once summary.json is deleted)."
+        )
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Writes `text` to `path` through a temporary file and `os.replace`.
 
@@ -39,6 +90,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes owner-only files; give this one the mode any other gets
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from keras_spkd.cli import main
+from keras_spkd.errors import RunDirectoryError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -267,20 +268,43 @@ def test_two_runs_in_one_directory_the_second_is_refused_at_once(env, tmp_path):
     assert main(["report", str(tmp_path / "same")]) == 0
 
 
+CTRL_C_MARKERS = {  # log lines that say a phase has begun
+    "teacher": "Training the teacher",
+    "alone": "Training the student digits-cnn-8 (alone)",
+    "export": "Exporting the SP student",  # TensorFlow swallows SIGINT in its C++ export calls
+}
+
+
 @pytest.mark.slow
-def test_ctrl_c_prints_one_line_exits_130_and_leaves_a_resumable_run(env, tmp_path):
-    args = ["distill", "--epochs", "6", "--teacher-epochs", "2", "--batch-size", "16", "--out", "r"]
+@pytest.mark.parametrize("phase", list(CTRL_C_MARKERS))
+def test_ctrl_c_prints_one_line_exits_130_and_leaves_a_resumable_run(phase, tmp_path):
+    """SIGINT once the phase's log line is out: no sleeps, whatever the machine's load."""
+    env = {
+        **os.environ,
+        "KERAS_SPKD_CACHE": str(tmp_path / "cache"),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(ROOT),
+    }
+    args = ["distill", "--epochs", "2", "--teacher-epochs", "2", "--tflite", "float", "--out", "r"]
     process = _start(args, env, tmp_path)
-    _wait_for(lambda: _rows(tmp_path / "r" / "alone" / "history.csv") >= 1, process)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130
+    seen = []
+    for line in process.stderr:  # Python's stderr is line-buffered, even into a pipe
+        seen.append(line)
+        if CTRL_C_MARKERS[phase] in line:
+            process.send_signal(signal.SIGINT)
+            break
+    _, err = process.communicate(timeout=300)
+    err = "".join(seen) + err
+    assert any(CTRL_C_MARKERS[phase] in line for line in seen), err[-3000:]
+    assert process.returncode == 130, err[-3000:]
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
         "keras-spkd: interrupted; rerun with --resume to continue."
     )
+    assert not (tmp_path / "r" / "summary.json").exists()
     resumed = _cli(*args, "--resume", env=env, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (tmp_path / "r" / "summary.json").is_file()
 
 
 def test_resume_with_another_setting_is_refused_listing_it(tmp_path, monkeypatch, capsys):
@@ -655,3 +679,102 @@ def test_damaged_results_are_redone_to_the_same_table(env, tmp_path):
         return [line for line in out.splitlines() if line.startswith("| ")]
 
     assert rows(again.stdout) == rows(first.stdout)
+
+
+# Issue "Hardening 3": settings never silently dropped or mixed.
+@pytest.fixture
+def refuse_training(monkeypatch):
+    """A test using it fails (instead of training for minutes) if anything trains."""
+    import keras
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("training started; the settings should have been refused first")
+
+    monkeypatch.setattr(keras.Model, "fit", no_fit)
+
+
+def _config(argv):
+    from keras_spkd.cli import build_config, build_parser
+
+    return build_config(build_parser().parse_args(argv))
+
+
+def test_a_config_file_and_a_dataset_flag_merge_field_by_field(tmp_path):
+    """Finding 1: preset < file < flags; the flag's dataset does not reset the file."""
+    from keras_spkd.experiment import PRESETS
+
+    (tmp_path / "f.json").write_text(json.dumps({"dataset": "digits", "gamma": 7.0, "seed": 3}))
+    config = _config(
+        ["--config", str(tmp_path / "f.json"), "distill", "--dataset", "fashion_mnist"]
+    )
+    assert (config.dataset, config.gamma, config.seed) == ("fashion_mnist", 7.0, 3)
+    assert config.teacher_arch == PRESETS["fashion_mnist"]["teacher_arch"]
+    (tmp_path / "g.json").write_text(json.dumps({"gamma": 7.0}))  # no dataset key
+    config = _config(
+        ["--config", str(tmp_path / "g.json"), "distill", "--dataset", "fashion_mnist"]
+    )
+    assert (config.dataset, config.gamma) == ("fashion_mnist", 7.0)
+    config = _config(["--config", str(tmp_path / "g.json"), "distill", "--gamma", "9"])
+    assert (config.dataset, config.gamma) == ("digits", 9.0)
+
+
+def test_a_written_config_with_another_dataset_keeps_only_what_was_chosen(tmp_path):
+    """Finding 1: a digits best_config.json holds every field; only explicit ones carry over."""
+    from keras_spkd.experiment import PRESETS, ExperimentConfig
+
+    ExperimentConfig(dataset="digits", gamma=7.0, epochs=3).to_json(tmp_path / "best.json")
+    written = json.loads((tmp_path / "best.json").read_text())
+    assert written["teacher_arch"] == "digits-cnn-32"  # every field, presets filled in
+    assert written["explicit"] == ["epochs", "gamma"]
+    config = _config(
+        ["--config", str(tmp_path / "best.json"), "distill", "--dataset", "fashion_mnist"]
+    )
+    fashion = PRESETS["fashion_mnist"]
+    assert (config.gamma, config.epochs) == (7.0, 3)
+    assert (config.teacher_arch, config.student_arch, config.teacher_epochs) == (
+        fashion["teacher_arch"],
+        fashion["student_arch"],
+        fashion["teacher_epochs"],
+    )
+    same = _config(["--config", str(tmp_path / "best.json"), "distill"])
+    assert same == ExperimentConfig(dataset="digits", gamma=7.0, epochs=3)
+    in_python = ExperimentConfig.from_json(tmp_path / "best.json").replace(dataset="fashion_mnist")
+    assert in_python == config
+
+
+def test_resume_with_a_config_file_compares_the_merged_settings(
+    tmp_path, monkeypatch, capsys, refuse_training
+):
+    """Finding 3: `--config g7.json distill --resume` is compared, file and flags together."""
+    from keras_spkd.experiment import ExperimentConfig, RunDirectory
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "cache"))
+    with RunDirectory("run", ExperimentConfig()):
+        pass
+    (tmp_path / "g7.json").write_text(json.dumps({"gamma": 7.0}))
+    assert main(["--config", "g7.json", "distill", "--out", "run", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gamma: saved 100.0, given 7.0" in err[0]
+
+
+def test_a_run_directory_edited_by_hand_is_refused_naming_the_edit(
+    tmp_path, monkeypatch, capsys, refuse_training
+):
+    """Finding 2: config.json edited between a kill and --resume."""
+    from keras_spkd.experiment import ExperimentConfig, RunDirectory
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "cache"))
+    with RunDirectory("run", ExperimentConfig(epochs=8)):
+        pass
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    record["config"]["gamma"], record["config"]["epochs"] = 50.0, 10
+    (tmp_path / "run" / "config.json").write_text(json.dumps(record))
+    assert main(["distill", "--out", "run", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "changed by hand" in err[0], err
+    assert "gamma: saved 100.0, now 50.0" in err[0] and "epochs: saved 8, now 10" in err[0]
+    edited = RunDirectory("run", ExperimentConfig(gamma=50.0, epochs=10), resume=True)
+    with pytest.raises(RunDirectoryError, match="changed by hand"):
+        edited.__enter__()

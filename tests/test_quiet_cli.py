@@ -22,12 +22,19 @@ def _run(*args):
     )
 
 
-def test_importing_the_package_loads_no_tensorflow():
-    code = "import sys, keras_spkd; print('tensorflow' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
-    assert out.stdout.strip() == "False"
+def test_the_command_line_is_recognised_before_the_package_loads_tensorflow():
+    sys.path.insert(0, str(ROOT / "keras_spkd"))
+    try:
+        import _quiet
+    finally:
+        sys.path.pop(0)
+    python = sys.executable
+    assert _quiet.launched_as_command_line([python, "-m", "keras_spkd.cli", "distill"])
+    assert _quiet.launched_as_command_line([python, "-mkeras_spkd.cli"])
+    assert _quiet.launched_as_command_line([python, "-X", "utf8", "/venv/bin/keras-spkd", "x"])
+    assert not _quiet.launched_as_command_line([python, "-c", "import keras_spkd"])
+    assert not _quiet.launched_as_command_line([python, "-m", "pytest", "keras-spkd"])
+    assert not _quiet.launched_as_command_line([python, "train.py", "keras-spkd"])
 
 
 def test_cli_errors_and_work_print_no_cpp_log_lines():

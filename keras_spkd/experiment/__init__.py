@@ -22,6 +22,7 @@ from keras_spkd.experiment.config import PRESETS, ExperimentConfig
 from keras_spkd.experiment.distill import RunSummary, run_distill
 from keras_spkd.experiment.rundir import RunDirectory
 from keras_spkd.experiment.search import SearchResult, run_search
+from keras_spkd.experiment.session import Session, check_model_fits_data, prepare
 from keras_spkd.experiment.teacher import TeacherCache, get_teacher, load_keras_file
 from keras_spkd.experiment.tools import (
     load_student,
@@ -44,10 +45,13 @@ __all__ = [
     "RunSummary",
     "SPKDError",
     "SearchResult",
+    "Session",
     "TeacherCache",
+    "check_model_fits_data",
     "get_teacher",
     "load_keras_file",
     "load_student",
+    "prepare",
     "run_compare",
     "run_distill",
     "run_evaluate",

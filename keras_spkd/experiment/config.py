@@ -3,6 +3,12 @@
 Fields left `None` take the dataset's preset (the paper's recipe for TFDS
 datasets, small CNNs for the digits and Fashion-MNIST). A bad value names
 itself and what is allowed, before any data is loaded or any model trained.
+
+Settings come in layers, merged field by field by `merge`: the dataset's
+preset < a config file < the command line's flags. A config records which
+preset fields were set explicitly (`explicit`), so that a file written for
+one dataset and used with another keeps what the user chose (gamma, say) and
+takes the new dataset's preset for the rest (its architectures, epochs...).
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augment": "none",
     },
 }
+PRESET_FIELDS = tuple(sorted({key for preset in PRESETS.values() for key in preset}))
 
 
 def parse_pairs(value: Any, name: str = "pairs") -> list[tuple[str, str]] | str:
@@ -189,6 +196,10 @@ class ExperimentConfig:
         kd_weight, temperature: Hinton KD weight (>= 0) and temperature (> 0).
         at_weight, at_pairs: Attention-transfer weight and pairs (compare).
         tflite: TFLite variants of the distilled student (float, dynamic, int8; all by default).
+        explicit: The preset fields (`PRESET_FIELDS`) the user set; the others
+            came from the dataset's preset. Defaults to `None`: the fields
+            given a value here. Recorded in the files a run writes, so that
+            `merge` can give those files another dataset.
 
     Example:
 
@@ -226,6 +237,7 @@ class ExperimentConfig:
     at_pairs: Any = None
     epochs: int | None = None
     tflite: tuple[str, ...] = field(default=("float", "dynamic", "int8"))
+    explicit: list[str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset.strip():
@@ -244,6 +256,16 @@ class ExperimentConfig:
             preset = PRESETS["data"]
         else:
             preset = PRESETS.get(self.dataset, PRESETS["tfds"])
+        if self.explicit is None:
+            self.explicit = [key for key in PRESET_FIELDS if getattr(self, key) is not None]
+        if not isinstance(self.explicit, (list, tuple)) or any(
+            key not in PRESET_FIELDS for key in self.explicit
+        ):
+            raise ConfigError(
+                f"explicit must list preset fields ({', '.join(PRESET_FIELDS)}); "
+                f"received {self.explicit!r}."
+            )
+        self.explicit = sorted(set(self.explicit))
         for key, value in preset.items():
             if getattr(self, key) is None and key != "lr":
                 setattr(self, key, value)
@@ -342,8 +364,12 @@ class ExperimentConfig:
         )
 
     def replace(self, **changes: Any) -> ExperimentConfig:
-        """A copy with `changes` applied (and validated)."""
-        return ExperimentConfig.from_dict({**self.to_dict(), **changes})
+        """A copy with `changes` applied (and validated), merged as `merge` does.
+
+        Changed preset fields become explicit; with another `dataset`, the
+        fields that only came from the old dataset's preset take the new one's.
+        """
+        return merge(self.to_dict(), changes)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values (pairs as lists)."""
@@ -392,15 +418,73 @@ class ExperimentConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> ExperimentConfig:
         """Reads a config file (e.g. `best_config.json` of a search)."""
-        try:
-            values = json.loads(Path(path).read_text())
-        except OSError as error:
+        return cls.from_dict(read_settings(path))
+
+
+def read_settings(path: str | os.PathLike) -> dict:
+    """A config file's settings as written (not yet merged or validated).
+
+    Raises:
+        ConfigError: Unreadable, not JSON, or not a JSON object.
+    """
+    try:
+        values = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(f"Cannot read config file {str(path)!r}: {error.strerror}.") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"Config file {str(path)!r} is not valid JSON: {error}.") from error
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"A config must be a JSON object of settings; received a {type(values).__name__}."
+        )
+    return values
+
+
+def merge(*layers: dict | None) -> ExperimentConfig:
+    """One config from layers of settings, later layers winning field by field.
+
+    The dataset's preset is the bottom layer; then, typically, a config file
+    and the command line's flags. A layer that records `explicit` (the files
+    keras-spkd writes hold every field, presets filled in) contributes only
+    its explicit preset fields when the merged dataset is another one than
+    its own: a digits `best_config.json` used with `dataset="fashion_mnist"`
+    keeps its gamma and takes Fashion-MNIST's architectures and epochs. A
+    layer without `explicit` (a file written by hand) sets every field it has.
+
+    Args:
+        *layers: Dicts of `ExperimentConfig` fields (`None` skipped).
+
+    Returns:
+        The validated `ExperimentConfig`.
+
+    Raises:
+        ConfigError: A layer is not a dict, has unknown keys, or the merged
+            values are invalid.
+    """
+    layers = [layer for layer in layers if layer is not None]
+    for layer in layers:
+        if not isinstance(layer, dict):
             raise ConfigError(
-                f"Cannot read config file {str(path)!r}: {error.strerror}."
-            ) from error
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ConfigError(f"Config file {str(path)!r} is not valid JSON: {error}.") from error
-        return cls.from_dict(values)
+                f"A config must be a JSON object of settings; received a {type(layer).__name__}."
+            )
+    dataset = next((layer["dataset"] for layer in reversed(layers) if "dataset" in layer), None)
+    values: dict[str, Any] = {}
+    explicit: set[str] = set()
+    for layer in layers:
+        layer = dict(layer)
+        marked = layer.pop("explicit", None)
+        if marked is None:
+            marked = [key for key in layer if key in PRESET_FIELDS and layer[key] is not None]
+        elif not isinstance(marked, (list, tuple)):
+            raise ConfigError(f"explicit must be a list of field names; received {marked!r}.")
+        elif layer.get("dataset", dataset) != dataset:  # another dataset: its preset, not ours
+            layer = {k: v for k, v in layer.items() if k not in PRESET_FIELDS or k in marked}
+        explicit |= {key for key in marked if key in layer}
+        values.update(layer)
+    return ExperimentConfig.from_dict({**values, "explicit": sorted(explicit)})
+
+
+IGNORED_IN_DIFFERENCES = ("explicit",)  # where a value came from, not what it is
 
 
 def differences(saved: dict, given: dict) -> list[str]:
@@ -408,5 +492,5 @@ def differences(saved: dict, given: dict) -> list[str]:
     return [
         f"{key}: saved {saved.get(key)!r}, given {given.get(key)!r}"
         for key in sorted(set(saved) | set(given))
-        if saved.get(key) != given.get(key)
+        if key not in IGNORED_IN_DIFFERENCES and saved.get(key) != given.get(key)
     ]

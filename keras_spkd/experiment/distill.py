@@ -13,29 +13,26 @@ from pathlib import Path
 
 import keras
 
+from keras_spkd.callbacks import SimilarityMonitor
+from keras_spkd.distiller import SPDistiller
 from keras_spkd.errors import ConfigError
 from keras_spkd.experiment.config import ExperimentConfig
-from keras_spkd.experiment.rundir import RunDirectory, check_out_path
-from keras_spkd.experiment.session import (
-    data_record,
-    load_data,
-    prepare_cache,
-    resolve_pairs,
-    strategy_for,
-    teacher_record,
-)
-from keras_spkd.experiment.teacher import get_teacher
+from keras_spkd.experiment.session import Session, core_errors, data_record, prepare
+from keras_spkd.experiment.tools import export_for
 from keras_spkd.experiment.training import (
     accuracy,
     build,
     finish_phase,
+    model_for_fit,
     read_result,
     run_phase,
     save_model,
-    trainable,
     weights_fingerprint,
 )
-from keras_spkd.summary import write_summary
+from keras_spkd.features import build_feature_extractor
+from keras_spkd.plots import plot_similarity_matrices
+from keras_spkd.report import write_report
+from keras_spkd.summary import sp_phase_title, write_summary
 
 logger = logging.getLogger("keras_spkd")
 PHASES = ("alone", "sp")
@@ -58,11 +55,6 @@ class RunSummary:
     table: str = ""
 
 
-def _worker_index(strategy) -> int:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    return int(getattr(resolver, "task_id", 0) or 0) if resolver else 0
-
-
 def accuracy_table(summary: dict) -> str:
     """The main job's markdown table of test accuracies."""
     from keras_spkd.sources import model_label
@@ -72,7 +64,7 @@ def accuracy_table(summary: dict) -> str:
     rows = [
         ("teacher", teacher, acc["teacher"]),
         ("student alone", student, acc["alone"]),
-        (f"student + SP (gamma={summary['gamma_label']})", student, acc["sp"]),
+        (sp_phase_title(config, summary["gamma_label"]), student, acc["sp"]),
     ]
     lines = [
         f"Test accuracy on {config['dataset']}:",
@@ -111,45 +103,39 @@ def run_distill(
         raise ConfigError(f"config must be an ExperimentConfig; received {type(config).__name__}.")
     if not config.sp_on:
         raise ConfigError("distill compares the student alone with SP: gamma must be > 0.")
+    session = prepare(config, out, kind="distill", resume=resume)  # checks; writes nothing
+    data = session.data
     # Training runs in the strategy's scope; exporting and plotting outside it
     # (restored SavedModel functions refuse a replica context).
-    strategy = strategy_for(config)
-    worker = _worker_index(strategy)
-    out = Path(out) / f"worker{worker}" if worker else Path(out)
-    with strategy.scope():  # every check before the run directory is touched
-        data = load_data(config)
-        check_out_path(out)
-        if config.teacher:
-            get_teacher(config, data)
-        else:  # the pairs, on the architecture, before spending time on a teacher
-            prepare_cache()
-            keras.utils.set_random_seed(config.seed)
-            resolve_pairs(config, build(config.teacher_arch, data, config, "teacher"), data)
-    extra = teacher_record(config)
-    if resume and not (Path(out) / "config.json").exists():
-        logger.warning("Nothing to resume in %s; starting a new run there", out)
-    with RunDirectory(out, config, resume=resume, kind="distill", extra=extra) as run_dir:
-        with strategy.scope():
-            teacher, teacher_meta = get_teacher(config, data)
-            config = resolve_pairs(config, teacher, data)
-            init_path = run_dir.path / "student_init.weights.h5"
-            keras.utils.set_random_seed(config.seed)
-            student = build(config.student_arch, data, config, "student")
-            if not init_path.exists():
-                tmp = run_dir.path / ".student_init.partial.weights.h5"
-                student.save_weights(tmp)
-                tmp.replace(init_path)
+    with session.open() as run_dir:
+        with session.strategy.scope():
+            teacher, teacher_meta = session.teacher()
+            config = session.resolve_pairs(teacher)
+            _initial_student(run_dir.path, config, data)
             teacher_accuracy = accuracy(teacher, data.test)
-            results = {
-                phase: _phase(phase, run_dir.path, config, data, teacher) for phase in PHASES
-            }
-        return _finish(run_dir.path, config, data, teacher, teacher_meta, teacher_accuracy, results)
+            results = {}
+            for phase in PHASES:
+                session.checkpoint(phase)
+                results[phase] = _phase(phase, run_dir.path, config, data, teacher)
+        session.checkpoint("export")
+        return _finish(
+            session, run_dir.path, config, teacher, teacher_meta, teacher_accuracy, results
+        )
+
+
+def _initial_student(run_dir: Path, config, data) -> None:
+    """`student_init.weights.h5`: both students start from these weights."""
+    init_path = run_dir / "student_init.weights.h5"
+    if init_path.exists():
+        return
+    keras.utils.set_random_seed(config.seed)
+    student = build(config.student_arch, data, config, "student")
+    tmp = run_dir / ".student_init.partial.weights.h5"
+    student.save_weights(tmp)
+    tmp.replace(init_path)
 
 
 def _phase(phase: str, run_dir: Path, config, data, teacher) -> dict:
-
-    from keras_spkd.distiller import SPDistiller
-
     phase_dir = run_dir / phase
     done = read_result(phase_dir, "student.keras")
     if done is not None:
@@ -169,19 +155,18 @@ def _phase(phase: str, run_dir: Path, config, data, teacher) -> dict:
     initial = weights_fingerprint(student)
     callbacks = []
     if phase == "sp":
-        import keras_spkd
-
-        model = SPDistiller(
-            teacher,
-            student,
-            config.pairs,
-            gamma=config.gamma,
-            kd_weight=config.kd_weight,
-            temperature=config.temperature,
-            cross_replica=True,  # the same objective on any number of devices
-        )
+        with core_errors():
+            model = SPDistiller(
+                teacher,
+                student,
+                layer_pairs=config.pairs,
+                gamma=config.gamma,
+                kd_weight=config.kd_weight,
+                temperature=config.temperature,
+                cross_replica=True,  # the same objective on any number of devices
+            )
         callbacks.append(
-            keras_spkd.SimilarityMonitor(
+            SimilarityMonitor(
                 *data.probe,
                 every_n_epochs=max(1, config.epochs // 10),
                 out_dir=phase_dir / "similarity",
@@ -190,7 +175,7 @@ def _phase(phase: str, run_dir: Path, config, data, teacher) -> dict:
             )
         )
     else:
-        model = trainable(student)
+        model = model_for_fit(student)
     callbacks.append(keras.callbacks.TensorBoard(str(phase_dir / "tensorboard")))
     logger.info(
         "Training the student %s (%s) for %d epochs",
@@ -212,9 +197,6 @@ def _phase(phase: str, run_dir: Path, config, data, teacher) -> dict:
 
 
 def _heat_map(run_dir: Path, config, data, teacher) -> str:
-    from keras_spkd.features import build_feature_extractor
-    from keras_spkd.plots import plot_similarity_matrices
-
     t_layer, s_layer = config.pairs[0]
     images, labels = data.probe
     panels = {f"teacher {t_layer}": build_feature_extractor(teacher, [t_layer], False)(images)}
@@ -226,10 +208,14 @@ def _heat_map(run_dir: Path, config, data, teacher) -> str:
     return path.name
 
 
-def _finish(run_dir, config, data, teacher, teacher_meta, teacher_accuracy, results):
-    from keras_spkd.report import write_report
-
-    export = _export(run_dir, config, data)
+def _finish(session: Session, run_dir, config, teacher, teacher_meta, teacher_accuracy, results):
+    data = session.data
+    best = keras.saving.load_model(run_dir / "sp" / "student.keras")
+    logger.info("Exporting the SP student to %s", run_dir / "export")
+    export = export_for(best, run_dir / "export", data, config)
+    session.checkpoint("the heat map")  # a Ctrl-C that the export's C++ calls swallowed
+    similarity_png = _heat_map(run_dir, config, data, teacher)
+    session.checkpoint("the summary")
     summary = write_summary(
         run_dir,
         "distill",
@@ -241,22 +227,16 @@ def _finish(run_dir, config, data, teacher, teacher_meta, teacher_accuracy, resu
             "sp": results["sp"]["test_accuracy"],
         },
         phases=results,
-        teacher=teacher_meta,
+        # measured here, never copied from the cache's metadata
+        teacher={**teacher_meta, "test_accuracy": teacher_accuracy},
         preprocessing=data.layer.describe(),
         data=data_record(data),
         export=export,
-        similarity_png=_heat_map(run_dir, config, data, teacher),
+        similarity_png=similarity_png,
     )
     write_report(run_dir)
     table = accuracy_table(summary) + "\n\n" + export_table(export)
     return RunSummary(dict(summary["accuracy"]), str(run_dir), summary, table)
-
-
-def _export(run_dir: Path, config, data) -> dict:
-    from keras_spkd.experiment.tools import export_for
-
-    best = keras.saving.load_model(run_dir / "sp" / "student.keras")
-    return export_for(best, run_dir / "export", data, config)
 
 
 def export_table(export: dict) -> str:

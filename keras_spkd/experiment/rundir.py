@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
@@ -14,13 +18,47 @@ from keras_spkd.experiment.config import ExperimentConfig, differences
 from keras_spkd.summary import atomic_write_json
 
 LOCK_NAME = ".keras-spkd.lock"
+ORIGINAL_NAME = ".keras-spkd.settings.json"  # config.json as the run began (names hand edits)
+HASH_KEY = "settings_sha256"
 logger = logging.getLogger("keras_spkd")
 
 
 def _foreign(path: Path) -> bool:
     """Whether `path` holds anything but a lock file and per-worker folders."""
     return path.is_dir() and any(
-        p.name != LOCK_NAME and not p.name.startswith("worker") for p in path.iterdir()
+        p.name not in (LOCK_NAME, ORIGINAL_NAME) and not p.name.startswith("worker")
+        for p in path.iterdir()
+    )
+
+
+def settings_hash(record: dict) -> str:
+    """sha256 of a run record's settings (the record without its own hash)."""
+    settings = {key: value for key, value in record.items() if key != HASH_KEY}
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _flat(record: dict) -> dict:
+    return {
+        **{k: v for k, v in record.items() if k not in ("config", HASH_KEY)},
+        **record.get("config", {}),
+    }
+
+
+def _check_untouched(path: Path, saved: dict) -> None:
+    """Refuses a `config.json` changed by hand since the run began, naming what changed."""
+    if HASH_KEY not in saved or saved[HASH_KEY] == settings_hash(saved):
+        return
+    changed = ""
+    try:
+        original = json.loads((path / ORIGINAL_NAME).read_text())
+        edits = differences(_flat(original), _flat(saved))
+        changed = " (" + "; ".join(e.replace(", given ", ", now ") for e in edits) + ")"
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass  # the copy is gone too: say that it changed, without the details
+    raise RunDirectoryError(
+        f"{path / 'config.json'} was changed by hand since the run began{changed}; the run "
+        "trained with the recorded settings. Restore them, or start a new run in another --out."
     )
 
 
@@ -57,6 +95,28 @@ def check_out_path(out: str | os.PathLike, create: bool = False) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def hold(path: str | os.PathLike) -> Iterator[Path]:
+    """The lock of an existing run directory, for a writer other than the run (the report).
+
+    Raises:
+        RunDirectoryError: Another process holds it (a run is writing there).
+    """
+    path = Path(path)
+    lock = filelock.FileLock(str(path / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout as error:
+        raise RunDirectoryError(
+            f"Run directory {str(path)!r} is in use by another keras-spkd run; wait for it "
+            "to finish."
+        ) from error
+    try:
+        yield path
+    finally:
+        lock.release()
+
+
 class RunDirectory:
     """A locked run directory: the only writer for as long as it is open.
 
@@ -73,6 +133,7 @@ class RunDirectory:
         extra: Further settings that must also match on resume (methods, seeds...).
         overwrite: Delete what the directory holds (once it is locked) and start
             afresh. Defaults to `False`.
+        advice: What a refused resume tells the user to do instead.
     """
 
     def __init__(
@@ -83,6 +144,7 @@ class RunDirectory:
         kind: str = "distill",
         extra: dict | None = None,
         overwrite: bool = False,
+        advice: str = "Resume with the saved settings, or choose another --out.",
     ):
         if not isinstance(config, ExperimentConfig):
             raise TypeError(
@@ -100,6 +162,7 @@ class RunDirectory:
         self.kind = kind
         self.extra = extra or {}
         self.overwrite = overwrite
+        self.advice = advice
         self._lock = filelock.FileLock(str(self.path / LOCK_NAME))
 
     def __enter__(self) -> RunDirectory:
@@ -112,8 +175,6 @@ class RunDirectory:
             ) from error
         try:
             if self.overwrite:
-                import shutil
-
                 for path in self.path.iterdir():
                     if path.name != LOCK_NAME:
                         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -146,18 +207,14 @@ class RunDirectory:
                     f"{record} is not a keras-spkd run record (no settings object in it); "
                     "it was changed by hand. Start a new run in another --out."
                 )
-            given = self._recorded()
-            flat_saved = {
-                **{k: v for k, v in saved.items() if k != "config"},
-                **saved.get("config", {}),
-            }
-            flat_given = {**{k: v for k, v in given.items() if k != "config"}, **given["config"]}
-            changed = differences(flat_saved, flat_given)
+            _check_untouched(self.path, saved)
+            changed = differences(_flat(saved), _flat(self._recorded()))
             if changed:
                 raise RunDirectoryError(
                     f"Cannot resume {str(self.path)!r} with other settings: "
                     + "; ".join(changed)
-                    + ". Resume with the saved settings, or choose another --out."
+                    + ". "
+                    + self.advice
                 )
         elif _foreign(self.path):
             raise RunDirectoryError(
@@ -165,7 +222,10 @@ class RunDirectory:
                 "or new --out."
             )
         else:
-            atomic_write_json(record, self._recorded())
+            recorded = self._recorded()
+            recorded[HASH_KEY] = settings_hash(recorded)
+            atomic_write_json(record, recorded)
+            atomic_write_json(self.path / ORIGINAL_NAME, recorded)
 
     @staticmethod
     def saved_config(out: str | os.PathLike) -> dict | None:

@@ -14,16 +14,25 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
 import filelock
 import keras
 
+from keras_spkd import __version__
 from keras_spkd.data import DataBundle
-from keras_spkd.errors import ConfigError
+from keras_spkd.errors import DataError
 from keras_spkd.experiment.config import ExperimentConfig
-from keras_spkd.experiment.training import accuracy, build, run_phase, save_model, trainable
+from keras_spkd.experiment.training import (
+    accuracy,
+    build,
+    model_for_fit,
+    prepare_model,
+    run_phase,
+    save_model,
+)
 from keras_spkd.preprocessing import Preprocessing  # noqa: F401 - registered for load_model
 from keras_spkd.summary import atomic_write_json
 
@@ -31,8 +40,14 @@ logger = logging.getLogger("keras_spkd")
 
 
 def cache_dir() -> Path:
-    """`$KERAS_SPKD_CACHE`, or `~/.cache/keras-spkd`."""
-    return Path(os.environ.get("KERAS_SPKD_CACHE", Path.home() / ".cache" / "keras-spkd"))
+    """`$KERAS_SPKD_CACHE`, or `~/.cache/keras-spkd` (also when the variable is empty)."""
+    return Path(os.environ.get("KERAS_SPKD_CACHE") or Path.home() / ".cache" / "keras-spkd")
+
+
+def metadata_hash(meta: dict) -> str:
+    """sha256 of a cache entry's metadata (without its own hash): a hand edit shows."""
+    text = json.dumps({k: v for k, v in meta.items() if k != "metadata_sha256"}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def sha256(path: Path) -> str:
@@ -44,10 +59,34 @@ def sha256(path: Path) -> str:
 
 
 def load_keras_file(path: str | os.PathLike, what: str = "Model file") -> keras.Model:
-    """`keras.saving.load_model` with one-line errors (`keras_spkd.sources.load_model_file`)."""
-    from keras_spkd.sources import load_model_file
-
-    return load_model_file(path, what)
+    """`keras.saving.load_model` with clear errors for missing and invalid files."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            raise DataError(
+                f"{what} {str(path)!r} is a SavedModel folder (an export, for serving); this "
+                "command takes a .keras file, such as a run's sp/student.keras."
+            )
+        raise DataError(f"{what} {str(path)!r} is a directory; expected a .keras file.")
+    if not path.is_file():
+        raise DataError(f"{what} {str(path)!r} does not exist.")
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{what} {str(path)!r} exists but is not a valid .keras archive (truncated, or "
+            "another format); save models with `model.save('name.keras')`."
+        )
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first.split(". Make sure custom classes")[0]  # the rest repeats the config
+        hint = ""
+        if "Could not locate class" in str(error) or "custom_objects" in str(error):
+            hint = (
+                " A subclassed or custom model loads only where its classes are registered "
+                "(keras.saving.register_keras_serializable); save a functional model instead."
+            )
+        raise DataError(f"{what} {str(path)!r} could not be loaded: {first}.{hint}") from error
 
 
 def recipe(config: ExperimentConfig) -> dict:
@@ -109,6 +148,8 @@ class TeacherCache:
             return f"its metadata is not valid JSON ({error})"
         if not isinstance(meta, dict) or meta.get("recipe") != recipe(config):
             return "its metadata records another recipe"
+        if "metadata_sha256" in meta and meta["metadata_sha256"] != metadata_hash(meta):
+            return "its metadata was changed by hand"
         if meta.get("sha256") != sha256(model_path):
             return "the file's sha256 differs from the one recorded (replaced or corrupted)"
         if not zipfile.is_zipfile(model_path):
@@ -129,54 +170,67 @@ class TeacherCache:
 
     def store(self, config: ExperimentConfig, teacher: keras.Model, test_accuracy: float, **facts):
         """Saves `teacher` with its metadata (atomically; the metadata last)."""
-        from keras_spkd import __version__
-
         model_path, meta_path = self.paths(config)
         self.root.mkdir(parents=True, exist_ok=True)
         save_model(teacher, model_path)
-        atomic_write_json(
-            meta_path,
-            {
-                "recipe": recipe(config),
-                "test_accuracy": test_accuracy,
-                "sha256": sha256(model_path),
-                "keras_spkd_version": __version__,
-                **facts,
-            },
-        )
+        meta = {
+            "recipe": recipe(config),
+            "test_accuracy": test_accuracy,
+            "sha256": sha256(model_path),
+            "keras_spkd_version": __version__,
+            **facts,
+        }
+        atomic_write_json(meta_path, {**meta, "metadata_sha256": metadata_hash(meta)})
+
+    def has_valid(self, config: ExperimentConfig) -> bool:
+        """Whether the entry for `config` is there and intact (read only; no lock needed)."""
+        try:
+            return self.paths(config)[0].is_file() and self._problem(config) is None
+        except OSError:
+            return False
+
+    def _load(self, config: ExperimentConfig) -> tuple[keras.Model | None, str | None]:
+        model_path = self.paths(config)[0]
+        try:
+            teacher = keras.saving.load_model(model_path, compile=False)
+        except (ValueError, TypeError, OSError, KeyError) as error:
+            return None, f"it could not be loaded ({error})"
+        logger.info("Reusing the cached teacher %s", model_path)
+        return teacher, None
 
     def get(self, config: ExperimentConfig, data: DataBundle) -> tuple[keras.Model, dict]:
         """The cached teacher for `config`, trained (resumably) when missing or bad."""
         model_path, _ = self.paths(config)
+        if self.has_valid(config):  # files are written atomically: reading needs no lock
+            teacher, _ = self._load(config)
+            if teacher is not None:
+                return teacher, self.metadata(config)
         self.root.mkdir(parents=True, exist_ok=True)
         with filelock.FileLock(str(model_path) + ".lock"):  # one trainer per entry
             if model_path.exists():
                 problem = self._problem(config)
                 if problem is None:
-                    try:
-                        teacher = keras.saving.load_model(model_path, compile=False)
-                    except (ValueError, OSError, KeyError) as error:
-                        problem = f"it could not be loaded ({error})"
-                    else:
-                        logger.info("Reusing the cached teacher %s", model_path)
+                    teacher, problem = self._load(config)
+                    if teacher is not None:
                         return teacher, self.metadata(config)
                 self._set_aside(config, problem)
-            teacher, facts = train_teacher(config, data, model_path.with_suffix(".training"))
+            work_dir = model_path.with_suffix(".training")
+            teacher, facts = train_teacher(config, data, work_dir)
             test_accuracy = accuracy(teacher, data.test)
             self.store(config, teacher, test_accuracy, **facts)
+            shutil.rmtree(work_dir, ignore_errors=True)
             return teacher, self.metadata(config)
 
 
 def train_teacher(config: ExperimentConfig, data: DataBundle, work_dir: Path):
-    """Trains the config's teacher; `work_dir` holds its backup until it is done."""
-    import shutil
-
+    """Trains the config's teacher; `work_dir` holds its backup (the caller removes it)."""
     # Reseed: the teacher must not depend on what the process built before.
     keras.utils.set_random_seed(config.seed)
     teacher = build(config.teacher_arch, data, config, "teacher")
     logger.info("Training the teacher %s for %d epochs", config.teacher_arch, config.teacher_epochs)
-    facts = run_phase(work_dir, trainable(teacher), data, config, config.teacher_epochs, "teacher")
-    shutil.rmtree(work_dir, ignore_errors=True)
+    facts = run_phase(
+        work_dir, model_for_fit(teacher), data, config, config.teacher_epochs, "teacher"
+    )
     return teacher, facts
 
 
@@ -187,22 +241,10 @@ def get_teacher(config: ExperimentConfig, data: DataBundle) -> tuple[keras.Model
     `teacher_preprocessing`), checked against the data before anything trains.
     """
     if config.teacher:
-        from keras_spkd.experiment.training import prepare_model
-        from keras_spkd.sources import ModelSpec, load_model_file
+        from keras_spkd.sources import ModelSpec
 
         spec = ModelSpec("file", config.teacher, config.teacher)
-        teacher = load_model_file(config.teacher, "Teacher file")
-        if not isinstance(teacher, keras.Model):
-            raise ConfigError(f"Teacher file {config.teacher!r} holds no keras.Model.")
-        try:
-            teacher.inputs, teacher.outputs  # noqa: B018 - subclassed models have neither
-        except (AttributeError, ValueError):
-            teacher = None
-        if teacher is None or not teacher.outputs or len(teacher.inputs) != 1:
-            raise ConfigError(
-                f"Teacher file {config.teacher!r} holds no functional model with one image "
-                "input (a subclassed model has no graph to tap)."
-            )
+        teacher = load_keras_file(config.teacher, "Teacher file")
         teacher = prepare_model(teacher, spec, data, config, "teacher")
         return teacher, {"path": config.teacher, "label": spec.label}
     cache = TeacherCache()

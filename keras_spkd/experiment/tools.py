@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import keras
 
-from keras_spkd.errors import ConfigError, DataError
+from keras_spkd.distiller import SPDistiller
+from keras_spkd.errors import ConfigError, DataError, RunDirectoryError
 from keras_spkd.experiment.config import ExperimentConfig
-from keras_spkd.experiment.session import load_data, strategy_for
+from keras_spkd.experiment.rundir import RunDirectory
+from keras_spkd.experiment.session import checkpoint, core_errors, load_data, strategy_for
 from keras_spkd.experiment.teacher import load_keras_file, train_teacher
-from keras_spkd.experiment.training import accuracy, save_model
+from keras_spkd.experiment.training import accuracy, check_model_fits_data, save_model
+from keras_spkd.export import export_student
+from keras_spkd.pairs import describe_layers, format_layer_table
 
 
 def _model_path(path: str | os.PathLike, suffix: str = ".keras") -> Path:
@@ -20,29 +25,68 @@ def _model_path(path: str | os.PathLike, suffix: str = ".keras") -> Path:
         raise ConfigError(f"Expected a {suffix} file name; received {str(path)!r}.")
     if path.is_dir():
         raise ConfigError(f"{str(path)!r} is a directory; expected a {suffix} file.")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"--out {str(path)!r} lies under {str(parent)!r}, which is a file, not a "
+                    "folder; choose another --out."
+                )
+            break
     return path
 
 
 def load_student(path: str | os.PathLike) -> keras.Model:
     """A saved student, or the student inside a saved `SPDistiller`."""
-    from keras_spkd.distiller import SPDistiller
-
     model = load_keras_file(path)
     return model.student if isinstance(model, SPDistiller) else model
 
 
-def run_teacher(config: ExperimentConfig, out: str | os.PathLike) -> float:
-    """Trains the config's teacher and saves it to `out` (`.keras`); returns its test accuracy."""
+def run_teacher(config: ExperimentConfig, out: str | os.PathLike, overwrite: bool = False) -> float:
+    """Trains the config's teacher and saves it to `out` (`.keras`); returns its test accuracy.
+
+    The training lives in a hidden run directory beside `out`
+    (`.NAME.training`) until it is done: a killed training resumes there with
+    the same settings, is refused with other ones (the differences listed),
+    and starts afresh with `overwrite`.
+
+    Args:
+        config: The settings (the teacher's architecture, epochs, recipe).
+        out: Where to save the teacher (a `.keras` file name).
+        overwrite: Replace `out` and any interrupted training. Defaults to `False`.
+
+    Raises:
+        ConfigError, RunDirectoryError: A bad `out`, an `out` that exists, or an
+            interrupted training with other settings.
+    """
     out = _model_path(out)
-    if out.exists():
-        raise ConfigError(f"{str(out)!r} exists; choose another --out (nothing is overwritten).")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not overwrite:
+        raise ConfigError(
+            f"{str(out)!r} exists; choose another --out, or pass --overwrite to replace it."
+        )
     with strategy_for(config).scope():
         data = load_data(config)
-        work = out.with_name(f".{out.stem}.training")
+    work = out.with_name(f".{out.stem}.training")
+    if not overwrite and work.is_dir() and not (work / "config.json").exists():
+        raise RunDirectoryError(
+            f"{str(work)!r} holds an interrupted training without its settings (keras-spkd "
+            "0.2 or older); pass --overwrite to train afresh."
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    training = RunDirectory(
+        work,
+        config,
+        resume=True,
+        kind="teacher",
+        overwrite=overwrite,
+        advice="Rerun with the saved settings, or pass --overwrite to train afresh.",
+    )
+    with training, strategy_for(config).scope():
         teacher, _ = train_teacher(config, data, work)
         result = accuracy(teacher, data.test)
-    save_model(teacher, out)
+        checkpoint("saving the teacher")
+        save_model(teacher, out)
+    shutil.rmtree(work, ignore_errors=True)
     return result
 
 
@@ -55,34 +99,21 @@ def run_export(model_path, config: ExperimentConfig, out: str | os.PathLike) -> 
             "is overwritten)."
         )
     data = load_data(config)
-    _check_fits(student, model_path, data, config)
+    _check_fits(student, model_path, data)
     return export_for(student, out, data, config)
 
 
-def _check_fits(model, model_path, data, config: ExperimentConfig) -> None:
-    """A saved student must take the data's stored images (its preprocessing inside)."""
+def _check_fits(model, model_path, data) -> None:
+    """A saved model must take the data's images: as stored when it carries its
+    preprocessing (a student of the workflow), as model input otherwise."""
     from keras_spkd.preprocessing import find_preprocessing
 
-    shape = data.images("test", 1).shape[1:] if find_preprocessing(model) else data.input_shape
-    expected = tuple(model.inputs[0].shape[1:])
-    if len(expected) != len(shape) or any(
-        e is not None and e != g for e, g in zip(expected, shape, strict=True)
-    ):
-        source = config.data or config.dataset
-        raise DataError(
-            f"{model_path} takes inputs of shape {expected} but {source!r} has images of "
-            f"shape {tuple(shape)}; pass the data it was trained on (--data or --dataset)."
-        )
-    if model.outputs[0].shape[-1] != data.num_classes:
-        raise DataError(
-            f"{model_path} has {model.outputs[0].shape[-1]} outputs but the data has "
-            f"{data.num_classes} classes."
-        )
+    stored = data.images("test", 1).shape[1:] if find_preprocessing(model) else None
+    check_model_fits_data(model, data, "model", str(model_path), input_shape=stored)
 
 
 def export_for(student, out, data, config: ExperimentConfig) -> dict:
     """Exports `student` for `data`: stored images in, the config's TFLite variants, scored."""
-    from keras_spkd.export import export_student
     from keras_spkd.preprocessing import find_preprocessing
 
     train = data.images("train") if data.files is None else _train_sample(data, config.seed)
@@ -120,7 +151,7 @@ def run_evaluate(model_path, config: ExperimentConfig) -> dict:
 
     model = load_student(model_path)
     data = load_data(config)
-    _check_fits(model, model_path, data, config)
+    _check_fits(model, model_path, data)
     if find_preprocessing(model) is None:  # a model without the layer takes model input
         import dataclasses
 
@@ -135,12 +166,9 @@ def run_evaluate(model_path, config: ExperimentConfig) -> dict:
 
 def run_layers(model_path) -> str:
     """The table of a saved model's tappable layers, stage ends marked."""
-    from keras_spkd.pairs import describe_layers, format_layer_table
-
-    try:
-        return format_layer_table(describe_layers(load_student(model_path)))
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
+    model = load_student(model_path)
+    with core_errors(f"{model_path}: "):
+        return format_layer_table(describe_layers(model))
 
 
 def run_predict(model_path, files) -> list[dict]:

@@ -10,20 +10,24 @@ restored at epoch e is fed what an uninterrupted run was fed.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import math
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_spkd import _compat
 from keras_spkd.data import DataBundle
-from keras_spkd.errors import NonFiniteLossError
+from keras_spkd.distiller import FitUnderStrategy
+from keras_spkd.errors import ConfigError, NonFiniteLossError
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.summary import atomic_write_json, atomic_write_text
 
@@ -49,17 +53,13 @@ def model_preprocessing(spec, data: DataBundle, declared: str | None):
 def prepare_model(model, spec, data: DataBundle, config: ExperimentConfig, role: str, shape=None):
     """`model` checked against the data, with its preprocessing in front (unless it has one)."""
     from keras_spkd.preprocessing import find_preprocessing, with_preprocessing
-    from keras_spkd.sources import check_model_fits_data
 
     kd = "KD" if config.kd_weight > 0 else None
     if find_preprocessing(model) is not None:  # made by keras-spkd: it takes stored images
-        check_model_fits_data(
-            model, data.images("test", 1).shape[1:], data.num_classes, role, spec.label, kd
-        )
+        stored = data.images("test", 1).shape[1:]
+        check_model_fits_data(model, data, role, spec.label, stored, kd)
         return model
-    check_model_fits_data(
-        model, tuple(shape or data.input_shape), data.num_classes, role, spec.label, kd
-    )
+    check_model_fits_data(model, data, role, spec.label, shape, kd)
     declared = getattr(config, f"{role}_preprocessing", None)
     return with_preprocessing(model, model_preprocessing(spec, data, declared))
 
@@ -91,6 +91,78 @@ def build(
     if spec.kind == "file" and role == "student" and seed and not config.keep_student_weights:
         model = reinitialise(model)
     return prepare_model(model, spec, data, config, role, shape)
+
+
+def check_model_fits_data(
+    model,
+    data: DataBundle,
+    role: str = "teacher",
+    source: str | None = None,
+    input_shape=None,
+    logits_needed_for: str | None = None,
+) -> None:
+    """Refuses, in one line, a model whose input or output does not fit `data`.
+
+    Checks that `model` is a functional (or Sequential) Keras model with a
+    symbolic graph, that its input shape matches the images' (dimensions
+    the model leaves open match anything) and that it has one output per
+    class.
+
+    Args:
+        model: The model (a teacher or a student).
+        data: The dataset it will be trained or evaluated on.
+        role: What the model is, for the message (`"teacher"`, `"student"`...).
+        source: Where it came from (a file name), for the message.
+        input_shape: The image shape the model must take, when not
+            `data.input_shape` (stored images of a model that carries its
+            preprocessing; the privileged student's half images).
+        logits_needed_for: The term that needs logits (`"KD"`), if any: a
+            softmax output is then refused.
+
+    Raises:
+        ConfigError: Not a model, no symbolic graph, input / classes that do
+            not fit, or a softmax output where logits are needed.
+    """
+    name = f"The {role}" + (f" {source!r}" if source else "")
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"{name} is not a Keras model; received {type(model).__name__}.")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ConfigError(
+            f"{name} is a subclassed model without a symbolic graph; save a functional or "
+            "Sequential model (built with keras.Input) instead."
+        )
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConfigError(
+            f"{name} has {len(inputs)} inputs and {len(outputs)} outputs; expected one image "
+            "input and one output of class scores."
+        )
+    shape = tuple(inputs[0].shape[1:])
+    expected = tuple(data.input_shape if input_shape is None else input_shape)
+    if len(shape) != len(expected) or any(
+        have is not None and have != want for have, want in zip(shape, expected)
+    ):
+        raise ConfigError(
+            f"{name} takes inputs of shape {shape}, but {data.name!r} has images of shape "
+            f"{expected}; pass the matching --dataset, or a model built for these images."
+        )
+    classes = outputs[0].shape[-1]
+    if classes != data.num_classes:
+        raise ConfigError(
+            f"{name} has {classes} outputs, but {data.name!r} has {data.num_classes} classes; "
+            "pass the matching --dataset, or a model built for these classes."
+        )
+    if logits_needed_for:
+        from keras_spkd.sources import outputs_probabilities
+
+        if outputs_probabilities(model):
+            raise ConfigError(
+                f"{name} ends in a softmax but {logits_needed_for} needs logits; remove the "
+                "final softmax (keras.applications: classifier_activation=None)."
+            )
 
 
 def optimizer(config: ExperimentConfig, steps_per_epoch: int, epochs: int):
@@ -130,21 +202,25 @@ def compile_model(model, config: ExperimentConfig, steps_per_epoch: int, epochs:
     )
 
 
-def trainable(model):
-    """The model itself, or under multi-worker a wrapper whose `fit()` works there."""
-    import tensorflow as tf
+def model_for_fit(model):
+    """What to call `fit()` / `evaluate()` on to train `model` under the current strategy.
 
-    from keras_spkd.distiller import FitUnderStrategy
-
+    That is `model` itself, except under `MultiWorkerMirroredStrategy`, where
+    Keras's `fit()` is broken upstream (PITFALLS.md) and a `FitUnderStrategy`
+    wrapper around `model` works instead (it trains `model`'s own weights).
+    """
     if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
         return FitUnderStrategy(model)
     return model
 
 
+trainable = model_for_fit  # the 0.2 name, still imported by compare.py
+
+
 def accuracy(model, dataset) -> float:
     """Test accuracy of a logits model on a batched dataset."""
     logits = from_logits(model)
-    model = trainable(model)
+    model = model_for_fit(model)
     model.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=logits), metrics=["accuracy"]
     )
@@ -154,8 +230,6 @@ def accuracy(model, dataset) -> float:
 
 def weights_fingerprint(model: keras.Model) -> str:
     """sha256 (16 hex digits) of the weights' bytes: any change, even a permutation, shows."""
-    import hashlib
-
     digest = hashlib.sha256()
     for weight in model.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
@@ -278,8 +352,6 @@ def read_result(phase_dir: Path, model_file: str | None = None) -> dict | None:
     valid archive, was damaged after the phase finished: the phase is redone
     (it is deterministic, so it gives the same result), with one warning.
     """
-    import zipfile
-
     path = phase_dir / "result.json"
     if not path.exists():
         return None
