@@ -147,13 +147,14 @@ def check_model_fits_data(
     ):
         raise ConfigError(
             f"{name} takes inputs of shape {shape}, but {data.name!r} has images of shape "
-            f"{expected}; pass the matching --dataset, or a model built for these images."
+            f"{expected}; pass the matching --data or --dataset (or --image-size), or a model "
+            "built for these images."
         )
     classes = outputs[0].shape[-1]
     if classes != data.num_classes:
         raise ConfigError(
             f"{name} has {classes} outputs, but {data.name!r} has {data.num_classes} classes; "
-            "pass the matching --dataset, or a model built for these classes."
+            "pass the matching --data or --dataset, or a model built for these classes."
         )
     if logits_needed_for:
         from keras_spkd.sources import outputs_probabilities
