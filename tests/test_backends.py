@@ -19,7 +19,6 @@ import pytest
 from numpy.testing import assert_allclose
 
 import keras_spkd
-import keras_spkd.distiller  # noqa: F401  (registers SPDistiller until the package does)
 from tests import reference
 from tests.conftest import small_cnn, sparse_ce
 

@@ -85,3 +85,12 @@ def test_privileged_example_trains_the_student_on_half_images(tmp_path):
     out = _run("privileged_digits.py", tmp_path).stdout
     assert "teacher (full images)" in out
     assert re.search(r"student \+ SP from the privileged teacher \(top half\): \d+\.\d+%", out)
+
+
+@pytest.mark.slow
+def test_a_new_term_is_one_class_used_by_spdistiller_and_run_compare(tmp_path):
+    out = _run("custom_term.py", tmp_path).stdout
+    assert re.search(r"relational_distance_loss: \d+\.\d+", out)  # its own log key
+    assert re.search(r"student test accuracy: \d+\.\d+%", out)
+    rows = re.findall(r"^\| (alone|sp|rkd|sp\+rkd) \|", out, re.MULTILINE)
+    assert rows == ["alone", "sp", "rkd", "sp+rkd"]
