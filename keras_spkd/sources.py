@@ -112,6 +112,11 @@ def load_model_file(path: str | os.PathLike, what: str = "Model file") -> keras.
     """`keras.saving.load_model` with one-line errors for missing and invalid files."""
     path = Path(path)
     if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            raise DataError(
+                f"{what} {str(path)!r} is a SavedModel folder (an export, for serving); "
+                "give a .keras file, such as a run's sp/student.keras."
+            )
         raise DataError(f"{what} {str(path)!r} is a directory; expected a .keras file.")
     if not path.is_file():
         raise DataError(f"{what} {str(path)!r} does not exist.")
