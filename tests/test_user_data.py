@@ -121,6 +121,10 @@ def test_distill_on_an_image_folder_with_the_users_keras_files(user_files, in_di
     assert summary["data"]["sizes"] == {"train": 112, "val": 16, "test": 32}
     assert summary["config"]["data"] == str(user_files / "images")
     assert summary["teacher"]["path"].endswith("t.keras")
+    # the user's files get the stored pixels as float: cast only, no normalisation
+    cast_only = {"scale": [1.0], "mean": [0.0], "std": [1.0], "application": None}
+    for role in ("teacher", "student"):
+        assert summary["preprocessing"][role] == {**cast_only, "image_size": None}
     assert summary["accuracy"]["teacher"] > 0.7  # the user's teacher, fed stored pixels
 
     # The export, fed the raw PNG files of the test split one by one.

@@ -208,6 +208,14 @@ def _heat_map(run_dir: Path, config, data, teacher) -> str:
     return path.name
 
 
+def _preprocessing(teacher, student) -> dict:
+    """What each model does to the stored images before its first layer."""
+    from keras_spkd.preprocessing import find_preprocessing
+
+    layers = {"teacher": find_preprocessing(teacher), "student": find_preprocessing(student)}
+    return {role: None if layer is None else layer.describe() for role, layer in layers.items()}
+
+
 def _finish(session: Session, run_dir, config, teacher, teacher_meta, teacher_accuracy, results):
     data = session.data
     best = keras.saving.load_model(run_dir / "sp" / "student.keras")
@@ -229,7 +237,7 @@ def _finish(session: Session, run_dir, config, teacher, teacher_meta, teacher_ac
         phases=results,
         # measured here, never copied from the cache's metadata
         teacher={**teacher_meta, "test_accuracy": teacher_accuracy},
-        preprocessing=data.layer.describe(),
+        preprocessing=_preprocessing(teacher, best),
         data=data_record(data),
         export=export,
         similarity_png=similarity_png,
