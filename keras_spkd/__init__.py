@@ -46,6 +46,7 @@ from keras_spkd.losses import (  # noqa: E402
     similarity_preserving_loss,
 )
 from keras_spkd.pairs import describe_layers, suggest_layer_pairs  # noqa: E402
+from keras_spkd.preprocessing import Preprocessing  # noqa: E402
 from keras_spkd.terms import (  # noqa: E402
     AttentionTransferDistillation,
     KnowledgeDistillation,
@@ -93,6 +94,7 @@ __all__ = [
     "attention_map",
     "attention_transfer_loss",
     "FitUnderStrategy",
+    "Preprocessing",
     "SPDistiller",
     "SPHyperModel",
     "SimilarityPreservingDistillation",

@@ -150,6 +150,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    for row in experiment.run_predict(args.model, args.files):
+        print(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
+    return 0
+
+
 def cmd_layers(args) -> int:
     print(experiment.run_layers(args.model))
     return 0
@@ -217,12 +223,20 @@ def _data_flags(parser) -> None:
     parser.add_argument(
         "--download", action="store_const", const=True, help="allow downloads (needs a network)"
     )
+    parser.add_argument("--data", help="your data: an image folder (DIR/<class>/*) or an .npz file")
+    parser.add_argument(
+        "--image-size", type=int, nargs="+", metavar="N", help="resize to H W (or N N)"
+    )
+    parser.add_argument(
+        "--augment", choices=("none", "crop", "crop_flip"), help="training augmentation"
+    )
     parser.add_argument("--batch-size", type=int, help="mini-batch size b")
     parser.add_argument("--seed", type=int)
 
 
 def _training_flags(parser, teacher_only: bool = False) -> None:
-    parser.add_argument("--lr", type=float, help="initial SGD learning rate")
+    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    parser.add_argument("--lr", type=float, help="initial learning rate")
     parser.add_argument(
         "--schedule",
         choices=("step", "cosine", "constant"),
@@ -236,12 +250,31 @@ def _training_flags(parser, teacher_only: bool = False) -> None:
         help="tf.distribute strategy (multi_worker reads TF_CONFIG)",
     )
     parser.add_argument("--teacher", help="trained teacher (.keras); default: cached")
-    parser.add_argument("--teacher-arch", help="wrn-D-K, digits-cnn-W, fashion-cnn-W")
+    parser.add_argument(
+        "--teacher-arch",
+        help="teacher to train: zoo name, .keras file, 'MobileNetV2()' or module:function",
+    )
+    parser.add_argument(
+        "--teacher-preprocessing",
+        help="none, a keras.applications module (mobilenet_v2) or scale=S,offset=O",
+    )
     if teacher_only:
         parser.add_argument("--teacher-epochs", "--epochs", type=int)
         return
     parser.add_argument("--teacher-epochs", type=int)
-    parser.add_argument("--student-arch")
+    parser.add_argument(
+        "--student-arch",
+        "--student",
+        dest="student_arch",
+        help="zoo name, .keras file, 'MobileNetV2(alpha=0.35)' or module:function",
+    )
+    parser.add_argument("--student-preprocessing", help="as --teacher-preprocessing")
+    parser.add_argument(
+        "--keep-student-weights",
+        action="store_const",
+        const=True,
+        help="a student file's weights start every seed (default: seeds > 0 re-initialise)",
+    )
     parser.add_argument("--epochs", type=int, help="student epochs")
 
 
@@ -331,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--out", default="runs/tune", help="search directory")
     tune.add_argument("--overwrite", action="store_true", help="start afresh, do not resume")
+
+    predict = command("predict", cmd_predict, "class and probability of image files (export)")
+    predict.add_argument("model", help="an exported SavedModel folder (export/saved_model)")
+    predict.add_argument("files", nargs="+", help="PNG or JPEG images")
 
     layers = command("layers", cmd_layers, "a saved model's tappable layers, stage ends marked")
     layers.add_argument("model")

@@ -1,24 +1,37 @@
 """Export students that deploy as they are: stored images in, logits and probabilities out.
 
-An export holds the student and its preprocessing as Keras layers
-(`Rescaling` by the recorded scale, `Normalization` with the recorded
-per-channel mean and variance), so it takes images exactly as the dataset
-stores them: `uint8` 0-255 for image datasets, 0-16 floats for the digits.
+An export holds the student and its preprocessing, the same
+`keras_spkd.Preprocessing` layer that training and evaluation used (cast,
+any declared resize, normalisation), so it takes images exactly as the
+dataset stores them: `uint8` 0-255 for image datasets, 0-16 floats for the
+digits. When the preprocessing resizes (`--image-size`), the export takes
+images of any height and width and resizes them as training did.
 It holds no teacher and no keras-spkd code: the SavedModel loads with
 `tf.saved_model.load`, the TFLite files with `tf.lite.Interpreter`.
 
 The SavedModel's serving signature (`serving_default`, also callable as
 `.serve`):
 
-- input `images`: `(batch, *image shape)`, the stored dtype;
+- input `images`: `(batch, *image shape)`, the stored dtype; `.serve` also
+  takes float32 pixel values (taken as they are, never cast to integers;
+  float64 is refused); images of another size are refused unless the
+  preprocessing resizes; a batch of 0 images gives 0 rows;
 - outputs `logits` (float32, `(batch, classes)`) and `probabilities`
   (their softmax).
+
+The class names travel with it: `class_names.txt` beside the SavedModel
+(one per line, label order) and a `class_names()` function on the loaded
+object (`tf.saved_model.load(path).class_names()`).
 
 TFLite comes in three variants: `float`; `dynamic` (dynamic-range: int8
 weights, float activations); `int8` (full-integer: int8 built-in ops only,
 `uint8` input for `uint8` images and `int8` input otherwise, `int8` outputs;
-calibrated on a seeded sample of *training* images). Quantised inputs and
-outputs carry a scale and zero point, which `tflite_predict` applies.
+calibrated on a seeded sample of *training* images). A quantised input is
+*not* the stored pixels: it is `q = round(x / scale + zero_point)` of the
+stored pixel values `x`, with `scale, zero_point =
+interpreter.get_input_details()[0]["quantization"]` (for the digits about
+0.0627 and -128); `tflite_predict` applies it, and dequantises the outputs,
+`(q - zero_point) * scale`.
 
 A student trained under mixed precision is rebuilt in float32 first, so the
 exports compute in float32 and convert to TFLite without Flex ops.
@@ -39,6 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_spkd._quiet import drop_cpp_log_lines
+from keras_spkd.preprocessing import Preprocessing, find_preprocessing
 
 TFLITE_MODES = ("float", "dynamic", "int8")
 INPUT_NAME = "images"
@@ -54,9 +68,11 @@ class ExportReport:
         saved_model_bytes: Its size on disk.
         saved_model_max_abs_diff: Largest |export logits - student logits|
             over the test images.
-        input_dtype: The dtype the exports take (the stored images' dtype).
+        input_dtype: The dtype the exports take (the stored images' dtype;
+            the SavedModel's `serve` takes float32 as well).
         preprocessing: The preprocessing built into the exports
-            (`{"scale", "mean", "std"}`), or `None`.
+            (`Preprocessing.describe()`: scale, mean, std, application,
+            image_size), or `None`.
         keras: The Keras student's own figures (`accuracy` on the test set,
             `bytes` of its weights as float32).
         saved_model_accuracy: The SavedModel's test accuracy (with labels).
@@ -77,6 +93,7 @@ class ExportReport:
     saved_model_accuracy: float | None = None
     tflite: dict = field(default_factory=dict)
     calibration: dict | None = None
+    class_names: list | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -138,48 +155,58 @@ def float32_student(student: keras.Model) -> keras.Model:
     return copy
 
 
-def _check_preprocessing(preprocessing: Mapping | None, channels: int) -> dict | None:
-    if preprocessing is None:
-        return None
+def as_layer(preprocessing) -> Preprocessing | None:
+    """A `Preprocessing` layer from itself, or from `{"scale", "mean", "std"}` (`None` stays)."""
+    if preprocessing is None or isinstance(preprocessing, Preprocessing):
+        return preprocessing
+    if not isinstance(preprocessing, Mapping):
+        raise ValueError(
+            f"preprocessing must be a keras_spkd.Preprocessing layer or a dict with 'scale', "
+            f"'mean' and 'std'; received {type(preprocessing).__name__}."
+        )
     missing = {"scale", "mean", "std"} - set(preprocessing)
     if missing:
         raise ValueError(
             f"preprocessing needs 'scale', 'mean' and 'std' (as DataBundle.preprocessing "
             f"records them); {sorted(missing)} missing from {dict(preprocessing)!r}."
         )
-    scale = float(preprocessing["scale"])
-    mean = np.asarray(preprocessing["mean"], "float64").ravel()
-    std = np.asarray(preprocessing["std"], "float64").ravel()
-    if not (len(mean) == len(std) == channels) and not (len(mean) == len(std) == 1):
-        raise ValueError(
-            f"preprocessing mean and std need 1 or {channels} values (one per channel); "
-            f"received {len(mean)} and {len(std)}."
-        )
-    if not np.all(np.isfinite([scale, *mean, *std])) or scale == 0 or np.any(std <= 0):
-        raise ValueError(
-            f"preprocessing needs a finite, non-zero scale and positive std; received "
-            f"scale={scale}, std={std.tolist()}."
-        )
-    return {"scale": scale, "mean": mean.tolist(), "std": std.tolist()}
+    return Preprocessing(float(preprocessing["scale"]), preprocessing["mean"], preprocessing["std"])
+
+
+def _check_channels(layer: Preprocessing | None, channels: int) -> None:
+    if layer is None:
+        return
+    for name in ("mean", "std"):
+        if len(getattr(layer, name)) not in (1, channels):
+            raise ValueError(
+                f"preprocessing {name} needs 1 or {channels} values (one per channel); "
+                f"received {len(getattr(layer, name))}."
+            )
+
+
+def _input_shape(student: keras.Model, layer: Preprocessing | None) -> tuple:
+    """The stored images' shape: any height and width when a preprocessing resizes."""
+    inner = find_preprocessing(student)
+    shape = tuple(student.inputs[0].shape[1:])
+    if any(p is not None and p.image_size for p in (layer, inner)):
+        return (None, None, shape[-1])
+    return shape
 
 
 def deployable_model(
     student: keras.Model,
-    preprocessing: Mapping | None = None,
+    preprocessing=None,
     input_dtype: str = "float32",
 ) -> keras.Model:
     """Wraps the student: stored images in, `{"logits", "probabilities"}` out.
 
-    Model input = `(images * scale - mean) / std`, done by a `Rescaling` and a
-    `Normalization` layer (with `variance = std**2`), as
-    `DataBundle.preprocess` does it.
-
     Args:
         student: The trained student (logits out); a half-precision student
-            is copied to float32 first.
-        preprocessing: `{"scale": s, "mean": [...], "std": [...]}`, per
-            channel (`DataBundle.preprocessing`). Defaults to `None` (the
-            images are model input already).
+            is copied to float32 first. One trained by the workflow carries
+            its `Preprocessing` layer already.
+        preprocessing: A `keras_spkd.Preprocessing` layer (e.g. `bundle.layer`)
+            or `{"scale": s, "mean": [...], "std": [...]}` to put in front.
+            Defaults to `None` (the student takes the images as they are).
         input_dtype: The stored images' dtype, e.g. `"uint8"`. Defaults to
             `"float32"`.
 
@@ -187,19 +214,11 @@ def deployable_model(
         A functional `keras.Model` with input `images`.
     """
     student = float32_student(student)
-    shape = tuple(student.inputs[0].shape[1:])
-    preprocessing = _check_preprocessing(preprocessing, shape[-1])
+    layer = as_layer(preprocessing)
+    shape = _input_shape(student, layer)
+    _check_channels(layer, shape[-1])
     images = keras.Input(shape, dtype=input_dtype, name=INPUT_NAME)
-    x = images
-    if preprocessing is not None:
-        x = keras.layers.Rescaling(preprocessing["scale"], name="rescale")(x)  # casts to float
-        x = keras.layers.Normalization(
-            mean=preprocessing["mean"],
-            variance=np.square(preprocessing["std"]).tolist(),
-            name="normalize",
-        )(x)
-    elif input_dtype != "float32":
-        x = keras.layers.Rescaling(1.0, name="to_float")(x)
+    x = (layer or Preprocessing(name="to_float"))(images)  # casts to float32
     logits = keras.layers.Identity(name="logits")(student(x))
     probabilities = keras.layers.Softmax(name="probabilities")(logits)
     return keras.Model(
@@ -213,20 +232,56 @@ def calibration_sample(images: np.ndarray, count: int = 300, seed: int = 0) -> n
     return images[np.sort(order[: min(count, len(images))])]
 
 
-def _write_saved_model(model: keras.Model, path: Path, dtype: str) -> None:
+def _write_saved_model(
+    model: keras.Model,
+    path: Path,
+    dtype: str,
+    class_names: Sequence[str] | None = None,
+    guard: bool = False,
+) -> None:
+    """Writes `model` as a SavedModel whose `serve` takes `dtype` images.
+
+    With `guard` (the SavedModel users get), `serve` also takes float32
+    images (the stored values, never cast to integers; `serving_default` keeps
+    `dtype`), refuses images of another size than the model's (unless its
+    preprocessing resizes) and answers a batch of 0 images with 0 rows; the
+    TFLite conversions start from an unguarded twin (no control flow).
+    """
+    shape = (None, *model.inputs[0].shape[1:])
+    size = tuple(shape[1:3])
+
+    def serve(images):
+        images = tf.cast(images, model.inputs[0].dtype)  # exact for stored integers
+        if not guard:
+            return model(images, training=False)
+        if None not in size:
+            tf.debugging.assert_equal(
+                tf.shape(images)[1:3],
+                tf.constant(size, tf.int32),
+                message=f"images must be {size[0]}x{size[1]}: this model does not resize "
+                "(export it with a preprocessing that does, e.g. keras-spkd --image-size)",
+            )
+        # A batch of 0 gives 0 rows: one blank image rides along and is dropped after
+        # (no control flow, so the graph stays plain).
+        blank = tf.zeros(tf.concat([[1], tf.shape(images)[1:]], 0), images.dtype)
+        outputs = model(tf.concat([images, blank], 0), training=False)
+        return {name: value[:-1] for name, value in outputs.items()}
+
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        "serve",
-        lambda images: model(images, training=False),
-        input_signature=[tf.TensorSpec((None, *model.inputs[0].shape[1:]), dtype, INPUT_NAME)],
-    )
+    function = tf.function(serve)
+    for each in dict.fromkeys([dtype, "float32"] if guard else [dtype]):
+        function.get_concrete_function(tf.TensorSpec(shape, each, INPUT_NAME))
+    archive.add_endpoint("serve", function)
+    if class_names is not None:
+        names = tf.constant(list(class_names))
+        archive.add_endpoint("class_names", lambda: names, input_signature=[])
     archive.write_out(str(path), verbose=False)
 
 
 def _tflite_bytes(
-    model: keras.Model,
-    saved_model: Path,
+    student: keras.Model,
+    layer,
     mode: str,
     input_dtype: str,
     calibration: np.ndarray | None,
@@ -248,12 +303,11 @@ def _tflite_bytes(
         with drop_cpp_log_lines():  # the converter's printf lines
             return converter.convert()
 
-    if mode != "int8" or input_dtype == "float32":
-        return convert(saved_model)
-    # Full-integer conversion quantises a float input: convert a float-input twin
-    # (same layers and weights), written to a directory that is removed after.
-    with tempfile.TemporaryDirectory(prefix="keras_spkd_int8_") as twin:
-        _write_saved_model(model, Path(twin), "float32")
+    # TFLite takes the stored dtype (float for full-integer, which quantises a float
+    # input): convert an unguarded twin, written to a directory that is removed after.
+    dtype = "float32" if mode == "int8" else input_dtype
+    with tempfile.TemporaryDirectory(prefix="keras_spkd_tflite_") as twin:
+        _write_saved_model(deployable_model(student, layer, dtype), Path(twin), dtype)
         return convert(Path(twin))
 
 
@@ -361,10 +415,11 @@ def export_student(
     tflite: Sequence[str] = ("float",),
     *,
     test_labels: np.ndarray | None = None,
-    preprocessing: Mapping | None = None,
+    preprocessing: Mapping | Preprocessing | None = None,
     calibration_images: np.ndarray | None = None,
     calibration_size: int = 300,
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> ExportReport:
     """Exports the student with its preprocessing inside and checks every export.
 
@@ -382,14 +437,17 @@ def export_student(
         tflite: Variants among `"float"`, `"dynamic"` and `"int8"`.
             Defaults to `("float",)`.
         test_labels: Their labels, for accuracies. Defaults to `None`.
-        preprocessing: `bundle.preprocessing`: model input =
-            `(stored * scale - mean) / std`. Defaults to `None` (the stored
-            images are model input).
+        preprocessing: A `keras_spkd.Preprocessing` layer (`bundle.layer`) or
+            `bundle.preprocessing` (model input = `(stored * scale - mean) /
+            std`) to put in front. Defaults to `None` (the student takes the
+            stored images: it carries its own preprocessing, or needs none).
         calibration_images: Training images as stored; `int8` is calibrated
             on `calibration_size` of them drawn by `seed`. Required for
             `int8`; never the test images.
         calibration_size: Calibration images. Defaults to `300`.
         seed: Seed of the calibration sample. Defaults to `0`.
+        class_names: One name per label, written beside the SavedModel and
+            served by its `class_names()` function. Defaults to `None`.
 
     Returns:
         An `ExportReport`.
@@ -426,19 +484,20 @@ def export_student(
     input_dtype = test_images.dtype.name
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model = deployable_model(student, preprocessing, input_dtype)
+    layer = as_layer(preprocessing)
+    model = deployable_model(student, layer, "float32")  # the stored dtype is cast in serve
     inner = float32_student(student)
-    preprocessing = _check_preprocessing(preprocessing, test_images.shape[-1])
     preprocessed = test_images.astype("float32")
-    if preprocessing is not None:  # as DataBundle.preprocess, outside the exported graph
-        mean = np.asarray(preprocessing["mean"], "float32")
-        std = np.asarray(preprocessing["std"], "float32")
-        preprocessed = (preprocessed * np.float32(preprocessing["scale"]) - mean) / std
+    if layer is not None:  # the same layer, outside the exported graph
+        preprocessed = keras.ops.convert_to_numpy(layer(preprocessed))
     expected = keras.ops.convert_to_numpy(inner.predict(preprocessed, verbose=0))
     labels = None if test_labels is None else np.asarray(test_labels).ravel()
+    described = layer or find_preprocessing(student)
 
     saved_model = directory / "saved_model"
-    _write_saved_model(model, saved_model, input_dtype)
+    _write_saved_model(model, saved_model, input_dtype, class_names, guard=True)
+    if class_names is not None:
+        (directory / "class_names.txt").write_text("".join(f"{n}\n" for n in class_names))
     reloaded = tf.saved_model.load(str(saved_model))
     served = reloaded.signatures["serving_default"](**{INPUT_NAME: tf.constant(test_images)})
     served_logits = served["logits"].numpy()
@@ -448,7 +507,8 @@ def export_student(
         saved_model_bytes=_size(saved_model),
         saved_model_max_abs_diff=figures["max_abs_diff"],
         input_dtype=input_dtype,
-        preprocessing=preprocessing,
+        preprocessing=None if described is None else described.describe(),
+        class_names=None if class_names is None else list(class_names),
         keras={
             "accuracy": None if labels is None else float(np.mean(expected.argmax(-1) == labels)),
             "bytes": int(sum(np.prod(w.shape) for w in inner.weights) * 4),
@@ -465,7 +525,7 @@ def export_student(
         }
     for mode in tflite:
         path = directory / f"student_{mode}.tflite"
-        path.write_bytes(_tflite_bytes(model, saved_model, mode, input_dtype, calibration))
+        path.write_bytes(_tflite_bytes(student, layer, mode, input_dtype, calibration))
         io = tflite_io(path)
         got = tflite_predict(path, test_images)
         report.tflite[mode] = {

@@ -192,6 +192,11 @@ ARCHITECTURES = (
 )
 
 
+def is_zoo_name(architecture: str) -> bool:
+    """Whether `architecture` is a zoo name (`wrn-D-K`, `digits-cnn-W`, `fashion-cnn-W`)."""
+    return any(p.match(architecture.lower()) for p in (_WRN, _DIGITS, _FASHION))
+
+
 def build_model(
     architecture: str, input_shape: tuple[int, ...], num_classes: int, **kwargs
 ) -> keras.Model:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from keras_spkd.plots import plot_training_curves
+from keras_spkd.sources import model_label
 from keras_spkd.summary import check_distill_summary, read_summary, sp_phase_title
 
 
@@ -87,15 +88,22 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     if summary:
         accuracy = summary["accuracy"]
         rows = [
-            ["teacher", config.get("teacher_arch", ""), f"{accuracy['teacher']:.2%}"],
-            ["student alone", config.get("student_arch", ""), f"{accuracy['alone']:.2%}"],
+            ["teacher", model_label(config, "teacher"), f"{accuracy['teacher']:.2%}"],
+            ["student alone", model_label(config, "student"), f"{accuracy['alone']:.2%}"],
             [
                 sp_phase_title(config, summary.get("gamma_label")),
-                config.get("student_arch", ""),
+                model_label(config, "student"),
                 f"{accuracy['sp']:.2%}",
             ],
         ]
         section("Test accuracy", *_table(["model", "architecture", "test accuracy"], rows))
+        data = summary.get("data")
+        if isinstance(data, dict) and data.get("class_names"):
+            sizes = data.get("sizes", {})
+            header = ["data", "classes", "train / val / test"]
+            counts = " / ".join(str(sizes.get(k, "-")) for k in ("train", "val", "test"))
+            names = ", ".join(str(n) for n in data["class_names"])
+            section("Data", *_table(header, [[str(data.get("name", "")), names, counts]]))
         exports = summary.get("export", {}).get("table", [])
         if exports:
             rows = [

@@ -9,6 +9,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# Students and teachers the workflow saves start with keras_spkd.Preprocessing: register
+# it for tests that load them with plain keras.saving.load_model.
+import keras_spkd.preprocessing  # noqa: E402, F401
+
 
 def small_cnn(
     prefix: str, width: int, input_shape=(8, 8, 1), classes=10, batch_size=None

@@ -232,7 +232,14 @@ def test_killed_anywhere_resume_ends_with_the_same_weights_and_table(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     def rows(out):
-        return [line for line in out.splitlines() if line.startswith("| ")]
+        # The SavedModel's size holds TensorFlow's function names, numbered by a
+        # process-wide counter: a resumed process traced fewer functions, so the size
+        # may differ by tens of bytes. Everything else must be equal.
+        return [
+            re.sub(r"^\| saved_model \| [\d.]+ KiB", "| saved_model | - KiB", line)
+            for line in out.splitlines()
+            if line.startswith("| ")
+        ]
 
     assert rows(resumed.stdout) == rows(table) and len(rows(table)) >= 8  # accuracy + exports
     for name in ("alone/student.keras", "sp/student.keras"):
@@ -327,7 +334,7 @@ def test_a_bug_keeps_its_traceback_and_is_not_exit_code_2(monkeypatch, tmp_path)
     "argv, message",
     [
         (["distill", "--teacher", "missing.keras"], "Teacher file 'missing.keras' does not exist"),
-        (["distill", "--student-arch", "resnet-9"], "Unknown architecture 'resnet-9'"),
+        (["distill", "--student-arch", "resnet-9"], "Unknown model 'resnet-9'"),
         (["distill", "--pairs", "group2:nope"], "student 'student' has no layer 'nope'"),
         (["distill", "--pairs", "group2"], "TEACHER_LAYER:STUDENT_LAYER"),
         (["distill", "--dataset", "no_such_dataset_xyz"], "Unknown dataset"),

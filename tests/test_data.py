@@ -70,8 +70,10 @@ def test_tfds_loader_reads_a_prepared_directory(tfds_dir):
     assert (data.input_shape, data.num_classes) == ((16, 16, 3), 3)
     x, y = next(iter(data.train))
     assert x.shape == (8, 16, 16, 3) and x.dtype == tf.float32 and y.dtype == tf.int32
-    every = np.concatenate([x.numpy() for x, _ in data.train.unbatch().batch(48)])
-    # Per-channel normalisation with the training statistics.
+    every = data.preprocess(data.images("train")).numpy()
+    # Per-channel normalisation with the training statistics (of the training split: this
+    # dataset has no validation split, so a tenth of train was set aside for it).
+    assert data.size("train") + data.size("val") == 48 and data.size("test") == 20
     np.testing.assert_allclose(every.reshape(-1, 3).mean(0), 0.0, atol=1e-4)
     np.testing.assert_allclose(every.reshape(-1, 3).std(0), 1.0, atol=1e-3)
     assert sum(x.shape[0] for x, _ in data.test) == 20
@@ -99,10 +101,40 @@ def test_tfds_augmentation_keeps_shapes_and_value_range(tfds_dir):
     x_plain = np.concatenate([x for x, _ in plain.train])
     x_aug = np.concatenate([x for x, _ in augmented.train])
     assert x_aug.shape == x_plain.shape
-    # Every augmented value is a normalised pixel or the zero padding.
-    allowed = np.union1d(np.unique(x_plain), [0.0])
-    assert np.isin(x_aug, allowed).all()
-    assert (x_aug == 0).mean() > (x_plain == 0).mean()  # padding was cropped in
+    # Every augmented value is a normalised pixel or the padding: the stored background,
+    # normalised like any pixel.
+    background = np.asarray(augmented.background, "float32").reshape(1, 1, 1, 3)
+    pad = augmented.preprocess(background).numpy().reshape(3)
+    for channel in range(3):
+        allowed = np.union1d(np.unique(x_plain[..., channel]), [pad[channel]])
+        assert np.isin(x_aug[..., channel], allowed).all()
+    assert (x_aug == pad).mean() > (x_plain == pad).mean()  # padding was cropped in
+
+
+def test_crops_pad_with_the_stored_background_before_normalisation():
+    """Issue 21: the pad is the images' background in stored units, not 0 after
+    normalisation (mean grey)."""
+    from keras_spkd.data import DataBundle
+
+    x = np.full((40, 12, 12, 1), 7, "uint8")  # every pixel is background (7)
+    y = np.arange(40, dtype="int32") % 4
+    prep = {"scale": 1 / 255, "mean": [0.5], "std": [0.25]}
+    data = DataBundle(
+        "flat",
+        {"train": (x, y), "val": (x, y), "test": (x, y)},
+        (12, 12, 1),
+        4,
+        8,
+        0,
+        prep,
+        "crop_flip",
+        background=(7.0,),
+    )
+    expected = (7 / 255 - 0.5) / 0.25
+    batches = np.concatenate([b.numpy() for b, _ in data.epochs(0).take(data.steps_per_epoch)])
+    np.testing.assert_allclose(batches, expected, rtol=1e-6)  # the pad is the background too
+    stored = np.concatenate([b.numpy() for b, _ in data.stored().epochs(0).take(2)])
+    assert np.all(stored == 7.0)  # stored units, exactly
 
 
 def test_unprepared_and_unknown_datasets_give_one_clear_error(tmp_path):
@@ -211,3 +243,81 @@ def test_fashion_mnist_end_to_end_on_a_few_hundred_real_images(
     assert summary["config"]["student_arch"] == "fashion-cnn-4"
     assert summary["export"]["input_dtype"] == "uint8"  # takes images as stored
     assert 0.0 <= summary["accuracy"]["sp"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda b: b[: len(b) // 2], "not a complete gzip file"),  # truncated download
+        (None, "header says"),  # a valid gzip whose IDX data is cut short
+    ],
+)
+def test_damaged_fashion_mnist_files_are_refused_before_the_cache(
+    damage, reason, tmp_path, monkeypatch, empty_keras_home
+):
+    """Issue 20, 5: bad --data-dir files are checked (decompressed, IDX header and counts)
+    before anything is copied into Keras's cache, and the error names --data-dir."""
+    import gzip
+    import struct
+
+    from keras_spkd import data as data_module
+    from keras_spkd.errors import DataError
+
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    n = 20
+    for prefix in ("train", "t10k"):
+        images = np.zeros((n, 28, 28), np.uint8).tobytes()
+        if damage is None and prefix == "train":
+            images = images[:-28]
+        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images)
+        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + bytes(n))
+    if damage is not None:
+        target = folder / "train-images-idx3-ubyte.gz"
+        target.write_bytes(damage(target.read_bytes()))
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(DataError, match=rf"--data-dir '{folder}' are damaged: .*{reason}"):
+        data_module.fashion_mnist_arrays(str(folder))
+    cache = data_module._keras_datasets_dir()
+    assert not cache.exists() or not any(cache.iterdir())  # nothing reached the cache
+
+
+def test_tfds_is_streamed_and_validates_on_a_carved_part_of_train(tfds_dir, tmp_path, capsys):
+    """Issue 19: TFDS streamed (no arrays in memory), each epoch a function of (seed, epoch);
+    issue 21: a dataset without a validation split validates on a stratified, seeded part of
+    train (recorded), never on test."""
+    data = load_tfds("tiny_images", batch_size=8, data_dir=tfds_dir, augment=True, seed=3)
+    assert data.arrays is None and data.tfds is not None
+    _, val_positions, val_labels = data.tfds["splits"]["val"]
+    split, train_positions, _ = data.tfds["splits"]["train"]
+    assert split == data.tfds["splits"]["val"][0] == "train"  # val comes from train...
+    assert not set(val_positions) & set(train_positions)  # ...and leaves it
+    assert len(val_positions) + len(train_positions) == 48 and data.size("test") == 20
+    assert "of train, stratified, seed 3" in data.splits["val"]
+    again = load_tfds("tiny_images", batch_size=8, data_dir=tfds_dir, augment=True, seed=3)
+    assert list(again.tfds["splits"]["val"][1]) == list(val_positions)
+    steps = data.steps_per_epoch
+    run = [x.numpy() for x, _ in data.epochs(0).take(2 * steps)]
+    resumed = [x.numpy() for x, _ in again.epochs(1).take(steps)]  # a run restored at epoch 1
+    for a, b in zip(run[steps:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(run[0], run[steps])  # epochs differ
+    assert data.order_fingerprint(0) == again.order_fingerprint(0) != data.order_fingerprint(1)
+
+    from keras_spkd.cli import main
+
+    argv = ["distill", "--dataset", "tiny_images", "--data-dir", tfds_dir, "--epochs", "1"]
+    argv += ["--teacher-arch", "digits-cnn-4", "--student-arch", "digits-cnn-2", "--pairs"]
+    argv += ["group2:group2", "--teacher-epochs", "1", "--batch-size", "8", "--tflite", "float"]
+    import os
+
+    os.environ["KERAS_SPKD_CACHE"] = str(tmp_path / "cache")
+    try:
+        assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    finally:
+        del os.environ["KERAS_SPKD_CACHE"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data"]["sizes"]["test"] == 20
+    assert summary["data"]["splits"] == {"val": "10% of train, stratified, seed 0"}

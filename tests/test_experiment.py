@@ -120,7 +120,7 @@ def test_batch_larger_than_the_training_set_is_refused_before_anything_is_writte
 def test_bad_pairs_fail_before_the_teacher_trains_and_leave_no_run(tmp_path, no_fit):
     with pytest.raises(ConfigError, match="has no layer 'nope'"):
         experiment.run_distill(ExperimentConfig(pairs="group2:nope", **TINY), tmp_path / "run")
-    with pytest.raises(ConfigError, match="Unknown architecture 'resnet-9'"):
+    with pytest.raises(ConfigError, match="Unknown model 'resnet-9'"):
         experiment.run_distill(ExperimentConfig(student_arch="resnet-9"), tmp_path / "run")
     assert no_fit == [] and not (tmp_path / "run").exists()
 

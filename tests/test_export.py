@@ -310,8 +310,40 @@ def test_per_channel_normalisation_of_colour_images(tmp_path):
     expected = student.predict(model_input.astype("float32"), verbose=0)
     loaded = tf.saved_model.load(report.saved_model)
     np.testing.assert_allclose(loaded.serve(tf.constant(images))["logits"], expected, atol=1e-4)
-    assert report.input_dtype == "uint8" and report.preprocessing == preprocessing
+    assert report.input_dtype == "uint8"
+    assert report.preprocessing == {
+        **preprocessing,
+        "scale": [1 / 255],
+        "application": None,
+        "image_size": None,
+    }
     with pytest.raises(ValueError, match="1 or 3 values"):
         export_student(
             student, tmp_path, images, (), preprocessing={**preprocessing, "std": [1, 2]}
         )
+
+
+def test_the_saved_model_refuses_other_sizes_serves_empty_batches_and_floats(digits, tmp_path):
+    """Issue 20, 18: a 32x32 image is refused by an 8x8 model, a batch of 0 gives 0 rows,
+    and float images are taken as they are (not cast to uint8)."""
+    bundle, _, (x_train, y_train), (x_test, y_test) = digits
+    as_uint8 = lambda x: np.round(x * 255 / 16).astype("uint8")  # noqa: E731
+    model_input = lambda x: (x.astype("float32") / 255 - 0.3) / 0.4  # noqa: E731
+    student = _trained(model_input(as_uint8(x_train)), y_train, epochs=3)
+    preprocessing = {"scale": 1 / 255, "mean": [0.3], "std": [0.4]}
+    report = export_student(
+        student, tmp_path, as_uint8(x_test), (), test_labels=y_test, preprocessing=preprocessing
+    )
+    loaded = tf.saved_model.load(report.saved_model)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images must be 8x8"):
+        loaded.signatures["serving_default"](images=tf.zeros((2, 32, 32, 1), tf.uint8))
+    empty = loaded.serve(np.zeros((0, 8, 8, 1), "uint8"))
+    assert empty["logits"].shape == (0, 10) and empty["probabilities"].shape == (0, 10)
+    floats = as_uint8(x_test).astype("float32") + 0.4  # not integers: a cast would floor them
+    expected = student.predict(model_input(floats), verbose=0)
+    np.testing.assert_allclose(loaded.serve(floats)["logits"], expected, atol=1e-4)
+    np.testing.assert_allclose(
+        loaded.serve(as_uint8(x_test))["logits"],
+        student.predict(model_input(as_uint8(x_test)), verbose=0),
+        atol=1e-4,
+    )

@@ -39,3 +39,13 @@ def test_digits_cnn_has_named_groups_and_runs():
     assert model.get_layer("group2").output.shape == (None, 4, 4, 16)
     assert digits_cnn(32).count_params() > 10 * model.count_params()
     assert keras.ops.convert_to_numpy(model(keras.ops.zeros((2, 8, 8, 1)))).shape == (2, 10)
+
+
+def test_zoo_names_are_told_apart_from_other_model_specs():
+    from keras_spkd.models import is_zoo_name
+    from keras_spkd.sources import parse_model_spec
+
+    assert all(is_zoo_name(n) for n in ("wrn-16-2", "WRN-40-2", "digits-cnn-8", "fashion-cnn-4"))
+    assert not any(is_zoo_name(n) for n in ("wrn-16", "resnet-9", "s.keras", "MobileNetV2"))
+    kinds = [parse_model_spec(n).kind for n in ("wrn-16-2", "s.keras", "MobileNetV2", "a.b:c")]
+    assert kinds == ["zoo", "file", "application", "builder"]

@@ -29,6 +29,7 @@ from keras_spkd.experiment.tools import (
     run_evaluate,
     run_export,
     run_layers,
+    run_predict,
     run_teacher,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "run_evaluate",
     "run_export",
     "run_layers",
+    "run_predict",
     "run_search",
     "run_teacher",
 ]

@@ -50,6 +50,7 @@ from keras_spkd.experiment.training import (
     trainable,
     weights_fingerprint,
 )
+from keras_spkd.sources import model_label
 from keras_spkd.summary import atomic_write_text, write_summary
 
 logger = logging.getLogger("keras_spkd")
@@ -186,8 +187,8 @@ def _table(config, methods, stats, seeds, privileged, teachers, baselines) -> st
         weights.append(f"AT weight {config.at_weight:g}")
     lines = [
         f"Test accuracy on {config.dataset}, {setting}; {seeds} seeds, {config.epochs} epochs; "
-        f"teacher {config.teacher_arch} {teacher}, student {config.student_arch}; "
-        f"{', '.join(weights)}.",
+        f"teacher {model_label(config.to_dict(), 'teacher')} {teacher}, student "
+        f"{model_label(config.to_dict(), 'student')}; {', '.join(weights)}.",
         "",
         "| method | test accuracy (mean ± sd) | "
         + "".join(f"vs {b} (paired mean [95% CI]) | " for b in baselines)
@@ -387,7 +388,9 @@ def run_compare(
         for seed in seed_list:
             teacher_seed, teacher, _ = teacher_models[seed % teachers]
             keras.utils.set_random_seed(seed)
-            initial = build(config.student_arch, data, config, "student", student_shape)
+            initial = build(  # a student file: seeds after 0 re-initialise it
+                config.student_arch, data, config, "student", student_shape, seed=seed
+            )
             run = _Run(
                 seed,
                 data.with_seed(seed),

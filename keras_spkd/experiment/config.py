@@ -26,6 +26,9 @@ from typing import Any
 from keras_spkd.errors import ConfigError
 
 SCHEDULES = ("step", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+AUGMENTS = ("none", "crop", "crop_flip")
+ADAPTIVE_LR = 1e-3  # the learning rate adam and adamw get unless one is given
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TFLITE_MODES = ("float", "dynamic", "int8")
 PRESETS: dict[str, dict[str, Any]] = {
@@ -40,6 +43,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "teacher_epochs": 40,
         "gamma": 100.0,
         "weight_decay": 0.0,
+        "optimizer": "sgd",
+        "augment": "none",
     },
     "fashion_mnist": {
         "teacher_arch": "fashion-cnn-16",
@@ -52,6 +57,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "teacher_epochs": 30,
         "gamma": 740.0,  # Keras Tuner search on the validation split (tuning/RESULTS.md)
         "weight_decay": 5e-4,
+        "optimizer": "sgd",
+        "augment": "crop_flip",
     },
     "tfds": {  # the paper's CIFAR recipe, for any TFDS image dataset
         "teacher_arch": "wrn-16-2",
@@ -64,6 +71,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "teacher_epochs": 200,
         "gamma": 3000.0,
         "weight_decay": 5e-4,
+        "optimizer": "sgd",
+        "augment": "crop_flip",
+    },
+    "data": {  # a user's folder or .npz: small CNNs that fit any image size, Adam
+        "teacher_arch": "fashion-cnn-16",
+        "student_arch": "fashion-cnn-4",
+        "pairs": "auto",
+        "batch_size": 64,
+        "optimizer": "adam",
+        "schedule": "cosine",
+        "epochs": 20,
+        "teacher_epochs": 30,
+        "lr": 0.05,
+        "gamma": 1000.0,
+        "weight_decay": 0.0,
+        "augment": "none",
     },
 }
 PRESET_FIELDS = tuple(sorted({key for preset in PRESETS.values() for key in preset}))
@@ -139,17 +162,33 @@ class ExperimentConfig:
 
     Args:
         dataset: `"digits"` (embedded), `"fashion_mnist"` or a TFDS name.
+        data: A user's data instead: an image folder or an `.npz` file (its own
+            preset, `PRESETS["data"]`; `dataset` then names it and may not be given).
+        image_size: Resize every image to `[height, width]` (or one int for a
+            square); the resize is part of the models' preprocessing.
         data_dir: Folder of prepared data (TFDS, or the Fashion-MNIST files).
         download: Allow downloading missing data. Defaults to `False`.
         batch_size: Mini-batch size b (>= 2 when an SP term is on).
         seed: Seed of the split, initial weights and data order.
-        lr: Initial SGD learning rate (Nesterov momentum 0.9).
+        optimizer: `"sgd"` (Nesterov momentum 0.9), `"adam"` or `"adamw"`.
+        lr: Initial learning rate (adam and adamw: 1e-3 unless given).
         schedule: `"step"` (x0.2 at 30/60/80%), `"cosine"` or `"constant"`.
         weight_decay: L2 weight decay of the kernels.
         jit: XLA-compile the training step.
         strategy: `"default"`, `"mirrored"` or `"multi_worker"` (`tf.distribute`).
         teacher: A trained teacher `.keras` file; `None` trains one (cached).
-        teacher_arch, student_arch: Zoo names (`wrn-16-2`, `fashion-cnn-4`...).
+        teacher_arch, student_arch: Model specs: a zoo name (`wrn-16-2`), a
+            `.keras` file, a keras.applications spec (`MobileNetV2(alpha=0.35)`)
+            or a builder `package.module:function` (`keras_spkd.sources`).
+        teacher_preprocessing, student_preprocessing: What a user's model
+            needs in front: `"none"` (stored pixels as float), a
+            keras.applications module (`"mobilenet_v2"`) or
+            `"scale=S,offset=O"`. Default: the zoo's normalisation for zoo
+            models, the application's own `preprocess_input` for
+            keras.applications models, none for files and builders.
+        keep_student_weights: A student file's weights start every seed
+            (default: seeds after 0 re-initialise it, seeded).
+        augment: `"none"`, `"crop"` (4-pixel padded crop) or `"crop_flip"`.
         teacher_epochs, epochs: Training epochs of the teacher and students.
         pairs: `[(teacher layer, student layer), ...]`, `"T:S,..."`, or `"auto"`
             (found by `keras_spkd.suggest_layer_pairs`).
@@ -170,10 +209,13 @@ class ExperimentConfig:
     """
 
     dataset: str = "digits"
+    data: str | None = None
+    image_size: Any = None
     data_dir: str | None = None
     download: bool = False
     batch_size: int | None = None
     seed: int = 0
+    optimizer: str | None = None
     lr: float | None = None
     schedule: str | None = None
     weight_decay: float | None = None
@@ -183,6 +225,10 @@ class ExperimentConfig:
     teacher_arch: str | None = None
     teacher_epochs: int | None = None
     student_arch: str | None = None
+    teacher_preprocessing: str | None = None
+    student_preprocessing: str | None = None
+    keep_student_weights: bool = False
+    augment: str | None = None
     pairs: Any = None
     gamma: Any = None
     kd_weight: float = 0.0
@@ -196,7 +242,20 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset.strip():
             raise ConfigError(f"dataset must be a non-empty name; received {self.dataset!r}.")
-        preset = PRESETS.get(self.dataset, PRESETS["tfds"])
+        if self.data is not None:
+            if not isinstance(self.data, (str, os.PathLike)) or not os.fspath(self.data):
+                raise ConfigError(f"data must be a path; received {self.data!r}.")
+            self.data = os.fspath(self.data)
+            label = Path(self.data).stem or self.data
+            if self.dataset not in ("digits", label):
+                raise ConfigError(
+                    f"Give data (--data) or dataset (--dataset), not both; received data "
+                    f"{self.data!r} and dataset {self.dataset!r}."
+                )
+            self.dataset = label
+            preset = PRESETS["data"]
+        else:
+            preset = PRESETS.get(self.dataset, PRESETS["tfds"])
         if self.explicit is None:
             self.explicit = [key for key in PRESET_FIELDS if getattr(self, key) is not None]
         if not isinstance(self.explicit, (list, tuple)) or any(
@@ -208,9 +267,28 @@ class ExperimentConfig:
             )
         self.explicit = sorted(set(self.explicit))
         for key, value in preset.items():
-            if getattr(self, key) is None:
+            if getattr(self, key) is None and key != "lr":
                 setattr(self, key, value)
-        for name in ("download", "jit"):
+        self.optimizer = _choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.lr is None:  # a learning rate that suits the optimizer
+            self.lr = preset["lr"] if self.optimizer == "sgd" else ADAPTIVE_LR
+        self.augment = _choice("augment", self.augment, AUGMENTS)
+        if self.image_size is not None:
+            size = self.image_size
+            size = [size] if isinstance(size, numbers.Integral) else size
+            size = list(size) * 2 if isinstance(size, (list, tuple)) and len(size) == 1 else size
+            if not isinstance(size, (list, tuple)) or len(size) != 2:
+                raise ConfigError(
+                    f"image_size must be one int or [height, width]; received {self.image_size!r}."
+                )
+            self.image_size = [_int("image_size", v, 4, 4096) for v in size]
+        for name in ("teacher_preprocessing", "student_preprocessing"):
+            value = getattr(self, name)
+            if value is not None:
+                from keras_spkd.preprocessing import parse_preprocessing
+
+                parse_preprocessing(value)  # a bad one names itself now
+        for name in ("download", "jit", "keep_student_weights"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"{name} must be true or false; received {getattr(self, name)!r}."
@@ -226,9 +304,16 @@ class ExperimentConfig:
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ConfigError(f"data_dir {self.data_dir!r} is not a directory.")
         for name in ("teacher_arch", "student_arch"):
+            from keras_spkd.sources import parse_model_spec
+
             value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{name} must be a zoo name; received {value!r}.")
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+                setattr(self, name, value)
+            try:
+                parse_model_spec(value)
+            except ConfigError as error:
+                raise ConfigError(f"{name}: {error}") from None
         self.batch_size = _int("batch_size", self.batch_size, 1)
         self.seed = _int("seed", self.seed, 0)
         self.epochs = _int("epochs", self.epochs, 1)

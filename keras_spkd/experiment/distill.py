@@ -17,7 +17,7 @@ from keras_spkd.callbacks import SimilarityMonitor
 from keras_spkd.distiller import SPDistiller
 from keras_spkd.errors import ConfigError
 from keras_spkd.experiment.config import ExperimentConfig
-from keras_spkd.experiment.session import Session, core_errors, prepare
+from keras_spkd.experiment.session import Session, core_errors, data_record, prepare
 from keras_spkd.experiment.tools import export_for
 from keras_spkd.experiment.training import (
     accuracy,
@@ -57,11 +57,14 @@ class RunSummary:
 
 def accuracy_table(summary: dict) -> str:
     """The main job's markdown table of test accuracies."""
+    from keras_spkd.sources import model_label
+
     config, acc = summary["config"], summary["accuracy"]
+    teacher, student = model_label(config, "teacher"), model_label(config, "student")
     rows = [
-        ("teacher", config["teacher_arch"], acc["teacher"]),
-        ("student alone", config["student_arch"], acc["alone"]),
-        (sp_phase_title(config, summary["gamma_label"]), config["student_arch"], acc["sp"]),
+        ("teacher", teacher, acc["teacher"]),
+        ("student alone", student, acc["alone"]),
+        (sp_phase_title(config, summary["gamma_label"]), student, acc["sp"]),
     ]
     lines = [
         f"Test accuracy on {config['dataset']}:",
@@ -205,6 +208,14 @@ def _heat_map(run_dir: Path, config, data, teacher) -> str:
     return path.name
 
 
+def _preprocessing(teacher, student) -> dict:
+    """What each model does to the stored images before its first layer."""
+    from keras_spkd.preprocessing import find_preprocessing
+
+    layers = {"teacher": find_preprocessing(teacher), "student": find_preprocessing(student)}
+    return {role: None if layer is None else layer.describe() for role, layer in layers.items()}
+
+
 def _finish(session: Session, run_dir, config, teacher, teacher_meta, teacher_accuracy, results):
     data = session.data
     best = keras.saving.load_model(run_dir / "sp" / "student.keras")
@@ -226,7 +237,8 @@ def _finish(session: Session, run_dir, config, teacher, teacher_meta, teacher_ac
         phases=results,
         # measured here, never copied from the cache's metadata
         teacher={**teacher_meta, "test_accuracy": teacher_accuracy},
-        preprocessing=data.preprocessing,
+        preprocessing=_preprocessing(teacher, best),
+        data=data_record(data),
         export=export,
         similarity_png=similarity_png,
     )

@@ -49,7 +49,7 @@ from pathlib import Path
 import keras
 
 from keras_spkd import distribute
-from keras_spkd.data import DataBundle, load_dataset
+from keras_spkd.data import DataBundle, data_fingerprint, load_data_path, load_dataset
 from keras_spkd.errors import ConfigError, RunDirectoryError, core_errors
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.rundir import RunDirectory, check_out_path
@@ -109,15 +109,34 @@ def strategy_for(config: ExperimentConfig):
 
 
 def load_data(config: ExperimentConfig, seed: int | None = None) -> DataBundle:
-    """The config's dataset; the batch must fit the training set."""
-    data = load_dataset(
-        config.dataset,
-        batch_size=config.batch_size,
-        data_dir=config.data_dir,
-        download=config.download,
-        seed=config.seed if seed is None else seed,
-    )
-    size = len(data.arrays["train"][1])
+    """The config's data (`data` path or `dataset`), as stored pixels for models that carry
+    their preprocessing; the batch must fit the training set."""
+    import dataclasses
+
+    seed = config.seed if seed is None else seed
+    image_size = tuple(config.image_size) if config.image_size else None
+    augment = None if config.augment == "none" else config.augment
+    if config.data is not None:
+        data = load_data_path(
+            config.data,
+            batch_size=config.batch_size,
+            seed=seed,
+            image_size=image_size,
+            augment=augment,
+        )
+    else:
+        data = load_dataset(
+            config.dataset,
+            batch_size=config.batch_size,
+            data_dir=config.data_dir,
+            download=config.download,
+            seed=seed,
+        )
+        data = dataclasses.replace(data, augment=augment, image_size=image_size, layer=None)
+        if image_size:
+            data = dataclasses.replace(data, input_shape=(*image_size, data.input_shape[-1]))
+    data = data.stored()
+    size = data.size("train")
     if config.batch_size > size:
         raise ConfigError(
             f"batch_size must be at most the training set's size ({size} images in "
@@ -156,10 +175,20 @@ def resolve_pairs(
 
 
 def teacher_record(config: ExperimentConfig) -> dict:
-    """What a run records of a teacher file, so a resume with another file is refused."""
-    if not config.teacher:
-        return {}
-    return {"teacher_sha256": sha256(Path(config.teacher))}
+    """What a run records of its data and model files (sha256 of each `.keras` file; a
+    folder's `data_fingerprint`), so a resume after any of them changed is refused."""
+    from keras_spkd.sources import parse_model_spec
+
+    record = {}
+    if config.teacher:
+        record["teacher_sha256"] = sha256(Path(config.teacher))
+    for name in ("teacher_arch", "student_arch"):
+        spec = parse_model_spec(getattr(config, name))
+        if spec.kind == "file" and Path(spec.name).is_file():
+            record[f"{name}_sha256"] = sha256(Path(spec.name))
+    if config.data is not None and Path(config.data).exists():
+        record["data_fingerprint"] = data_fingerprint(config.data)
+    return record
 
 
 def prepare_cache(config: ExperimentConfig | None = None) -> None:
@@ -319,3 +348,16 @@ def prepare(
             session.resolve_pairs(probe)
     session.record.update({**teacher_record(config), **(extra or {})})
     return session
+
+
+def data_record(data: DataBundle) -> dict:
+    """What a summary records of the data: sizes, classes, how the splits were made."""
+    return {
+        "name": data.name,
+        "input_shape": list(data.input_shape),
+        "class_names": list(data.class_names),
+        "sizes": {split: data.size(split) for split in ("train", "val", "test")},
+        "splits": dict(data.splits),
+        "augment": data.augment or "none",
+        "fingerprint": data.fingerprint,
+    }

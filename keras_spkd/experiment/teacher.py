@@ -28,11 +28,12 @@ from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.training import (
     accuracy,
     build,
-    check_model_fits_data,
     model_for_fit,
+    prepare_model,
     run_phase,
     save_model,
 )
+from keras_spkd.preprocessing import Preprocessing  # noqa: F401 - registered for load_model
 from keras_spkd.summary import atomic_write_json
 
 logger = logging.getLogger("keras_spkd")
@@ -78,6 +79,7 @@ def load_keras_file(path: str | os.PathLike, what: str = "Model file") -> keras.
         return keras.saving.load_model(path, compile=False)
     except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first.split(". Make sure custom classes")[0]  # the rest repeats the config
         hint = ""
         if "Could not locate class" in str(error) or "custom_objects" in str(error):
             hint = (
@@ -89,7 +91,23 @@ def load_keras_file(path: str | os.PathLike, what: str = "Model file") -> keras.
 
 def recipe(config: ExperimentConfig) -> dict:
     """What a cached teacher depends on; all of it must match to reuse one."""
+    from keras_spkd.data import data_fingerprint
+
+    user = {  # added in 0.3: teachers take stored pixels, preprocessing inside
+        "input": "stored",
+        "data": data_fingerprint(config.data) if config.data else None,
+        "image_size": config.image_size,
+        "optimizer": config.optimizer,
+        "augment": config.augment,
+        "preprocessing": config.teacher_preprocessing,
+        "architecture_sha256": (  # a .keras architecture: its bytes, not only its path
+            sha256(Path(config.teacher_arch))
+            if config.teacher_arch.endswith(".keras") and Path(config.teacher_arch).is_file()
+            else None
+        ),
+    }
     return {
+        **user,
         "dataset": config.dataset,
         "architecture": config.teacher_arch,
         "epochs": config.teacher_epochs,
@@ -102,8 +120,12 @@ def recipe(config: ExperimentConfig) -> dict:
 
 
 def entry_name(config: ExperimentConfig) -> str:
+    import re
+
     key = hashlib.sha256(json.dumps(recipe(config), sort_keys=True).encode()).hexdigest()[:10]
-    return f"{config.dataset}-{config.teacher_arch}-e{config.teacher_epochs}-s{config.seed}-{key}"
+    arch = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(config.teacher_arch).name)[:40]
+    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.dataset)[:40]
+    return f"{dataset}-{arch}-e{config.teacher_epochs}-s{config.seed}-{key}"
 
 
 class TeacherCache:
@@ -213,11 +235,18 @@ def train_teacher(config: ExperimentConfig, data: DataBundle, work_dir: Path):
 
 
 def get_teacher(config: ExperimentConfig, data: DataBundle) -> tuple[keras.Model, dict]:
-    """The config's teacher: its `teacher` file, or the cached (or newly trained) one."""
+    """The config's teacher: its `teacher` file, or the cached (or newly trained) one.
+
+    A teacher file gets the stored pixels as float (or its declared
+    `teacher_preprocessing`), checked against the data before anything trains.
+    """
     if config.teacher:
+        from keras_spkd.sources import ModelSpec
+
+        spec = ModelSpec("file", config.teacher, config.teacher)
         teacher = load_keras_file(config.teacher, "Teacher file")
-        check_model_fits_data(teacher, data, "teacher", config.teacher)
-        return teacher, {"path": config.teacher}
+        teacher = prepare_model(teacher, spec, data, config, "teacher")
+        return teacher, {"path": config.teacher, "label": spec.label}
     cache = TeacherCache()
     teacher, meta = cache.get(config, data)
     return teacher, {**meta, "path": str(cache.paths(config)[0])}

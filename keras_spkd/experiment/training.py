@@ -27,28 +27,79 @@ import tensorflow as tf
 from keras_spkd import _compat
 from keras_spkd.data import DataBundle
 from keras_spkd.distiller import FitUnderStrategy
-from keras_spkd.errors import ConfigError, NonFiniteLossError, core_errors
+from keras_spkd.errors import ConfigError, NonFiniteLossError
 from keras_spkd.experiment.config import ExperimentConfig
-from keras_spkd.models import build_model
 from keras_spkd.summary import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("keras_spkd")
 
 
-def build(arch: str, data: DataBundle, config: ExperimentConfig, name: str, input_shape=None):
-    """A zoo model for `data` (input shape and classes) with the config's weight decay."""
-    with core_errors(f"{name}: "):
-        return build_model(
-            arch,
-            tuple(input_shape or data.input_shape),
-            data.num_classes,
-            weight_decay=config.weight_decay,
-            name=name,
-        )
+def model_preprocessing(spec, data: DataBundle, declared: str | None):
+    """The `Preprocessing` layer a model gets in front: the data's (zoo) or a declared one."""
+    from keras_spkd.preprocessing import Preprocessing, parse_preprocessing
+
+    arguments = parse_preprocessing(declared)
+    if arguments is None:
+        if spec.kind == "zoo":
+            return data.layer
+        if spec.kind == "application":
+            module = getattr(keras.applications, spec.name).__module__.rsplit(".", 1)[-1]
+            arguments = {"application": module}
+        else:
+            arguments = {}
+    return Preprocessing(**arguments, image_size=data.image_size)
+
+
+def prepare_model(model, spec, data: DataBundle, config: ExperimentConfig, role: str, shape=None):
+    """`model` checked against the data, with its preprocessing in front (unless it has one)."""
+    from keras_spkd.preprocessing import find_preprocessing, with_preprocessing
+
+    kd = "KD" if config.kd_weight > 0 else None
+    if find_preprocessing(model) is not None:  # made by keras-spkd: it takes stored images
+        stored = data.images("test", 1).shape[1:]
+        check_model_fits_data(model, data, role, spec.label, stored, kd)
+        return model
+    check_model_fits_data(model, data, role, spec.label, shape, kd)
+    declared = getattr(config, f"{role}_preprocessing", None)
+    return with_preprocessing(model, model_preprocessing(spec, data, declared))
+
+
+def build(
+    arch: str,
+    data: DataBundle,
+    config: ExperimentConfig,
+    name: str,
+    input_shape=None,
+    seed: int | None = None,
+):
+    """The model `arch` names (any model spec) for `data`, its preprocessing in front.
+
+    Zoo models get the config's weight decay and `name`. A student file is
+    its architecture and initial weights; with `seed` > 0 (a later seed of a
+    comparison) it is re-initialised from its initializers, seeded, unless
+    `config.keep_student_weights`. The model is checked against the data
+    (input shape, classes, logits) before anything trains.
+    """
+    from keras_spkd.sources import build_from_spec, parse_model_spec, reinitialise
+
+    role = "teacher" if name in ("teacher", "t") else "student"
+    spec = parse_model_spec(arch)
+    shape = tuple(input_shape or data.input_shape)
+    model = build_from_spec(
+        spec, shape, data.num_classes, role, weight_decay=config.weight_decay, name=name
+    )
+    if spec.kind == "file" and role == "student" and seed and not config.keep_student_weights:
+        model = reinitialise(model)
+    return prepare_model(model, spec, data, config, role, shape)
 
 
 def check_model_fits_data(
-    model, data: DataBundle, role: str = "teacher", source: str | None = None
+    model,
+    data: DataBundle,
+    role: str = "teacher",
+    source: str | None = None,
+    input_shape=None,
+    logits_needed_for: str | None = None,
 ) -> None:
     """Refuses, in one line, a model whose input or output does not fit `data`.
 
@@ -62,10 +113,15 @@ def check_model_fits_data(
         data: The dataset it will be trained or evaluated on.
         role: What the model is, for the message (`"teacher"`, `"student"`...).
         source: Where it came from (a file name), for the message.
+        input_shape: The image shape the model must take, when not
+            `data.input_shape` (stored images of a model that carries its
+            preprocessing; the privileged student's half images).
+        logits_needed_for: The term that needs logits (`"KD"`), if any: a
+            softmax output is then refused.
 
     Raises:
-        ConfigError: Not a model, no symbolic graph, or input / classes that do
-            not fit.
+        ConfigError: Not a model, no symbolic graph, input / classes that do
+            not fit, or a softmax output where logits are needed.
     """
     name = f"The {role}" + (f" {source!r}" if source else "")
     if not isinstance(model, keras.Model):
@@ -85,24 +141,33 @@ def check_model_fits_data(
             "input and one output of class scores."
         )
     shape = tuple(inputs[0].shape[1:])
-    expected = tuple(data.input_shape)
+    expected = tuple(data.input_shape if input_shape is None else input_shape)
     if len(shape) != len(expected) or any(
         have is not None and have != want for have, want in zip(shape, expected)
     ):
         raise ConfigError(
             f"{name} takes inputs of shape {shape}, but {data.name!r} has images of shape "
-            f"{expected}; pass the matching --dataset, or a model built for these images."
+            f"{expected}; pass the matching --data or --dataset (or --image-size), or a model "
+            "built for these images."
         )
     classes = outputs[0].shape[-1]
     if classes != data.num_classes:
         raise ConfigError(
             f"{name} has {classes} outputs, but {data.name!r} has {data.num_classes} classes; "
-            "pass the matching --dataset, or a model built for these classes."
+            "pass the matching --data or --dataset, or a model built for these classes."
         )
+    if logits_needed_for:
+        from keras_spkd.sources import outputs_probabilities
+
+        if outputs_probabilities(model):
+            raise ConfigError(
+                f"{name} ends in a softmax but {logits_needed_for} needs logits; remove the "
+                "final softmax (keras.applications: classifier_activation=None)."
+            )
 
 
 def optimizer(config: ExperimentConfig, steps_per_epoch: int, epochs: int):
-    """SGD with Nesterov momentum 0.9 and the config's learning-rate schedule."""
+    """The config's optimizer (SGD with Nesterov momentum 0.9, Adam or AdamW) and schedule."""
     total = max(1, steps_per_epoch * epochs)
     if config.schedule == "step":  # x0.2 at 30%, 60%, 80% (60/120/160 of 200 epochs)
         bounds = [int(total * f) for f in (0.3, 0.6, 0.8)]
@@ -113,13 +178,26 @@ def optimizer(config: ExperimentConfig, steps_per_epoch: int, epochs: int):
         lr = keras.optimizers.schedules.CosineDecay(config.lr, total)
     else:
         lr = config.lr
+    choice = getattr(config, "optimizer", "sgd")
+    if choice == "adam":
+        return keras.optimizers.Adam(lr)
+    if choice == "adamw":
+        return keras.optimizers.AdamW(lr)  # Keras's decoupled decay (0.004)
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def from_logits(model) -> bool:
+    """Whether the (student of the) model outputs logits, not softmax probabilities."""
+    from keras_spkd.sources import outputs_probabilities
+
+    inner = getattr(model, "student", None) or getattr(model, "wrapped", None) or model
+    return not outputs_probabilities(inner)
 
 
 def compile_model(model, config: ExperimentConfig, steps_per_epoch: int, epochs: int) -> None:
     model.compile(
         optimizer=optimizer(config, steps_per_epoch, epochs),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits(model)),
         metrics=["accuracy"],
         jit_compile=config.jit,
     )
@@ -142,9 +220,10 @@ trainable = model_for_fit  # the 0.2 name, still imported by compare.py
 
 def accuracy(model, dataset) -> float:
     """Test accuracy of a logits model on a batched dataset."""
+    logits = from_logits(model)
     model = model_for_fit(model)
     model.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=logits), metrics=["accuracy"]
     )
     logs = model.evaluate(dataset, verbose=0, return_dict=True)
     return float(np.ravel(logs["accuracy"])[0])
