@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # The command line quiets TensorFlow's C++ logging before anything loads it;
 # the package below imports Keras (and with it TensorFlow) at once.
