@@ -168,7 +168,7 @@ def _application_model(spec: ModelSpec, input_shape, num_classes: int) -> keras.
             return factory(**kwargs)
         kwargs.update(include_top=False, pooling=kwargs.get("pooling") or "avg")
         backbone = factory(**kwargs)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:  # bad arguments, e.g. alpah=0.35
         raise ConfigError(f"Model {spec.text!r}: {error}") from error
     except Exception as error:  # get_file raises a bare Exception offline
         if (
@@ -191,12 +191,19 @@ def _builder_model(spec: ModelSpec, input_shape, num_classes: int):
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigError(
-            f"Model {spec.text!r}: cannot import {module_name!r} ({error})."
+            f"Model {spec.text!r}: cannot import {module_name!r} ({error}); a module of your "
+            "own must be on the import path (e.g. PYTHONPATH=. for one in this folder)."
         ) from error
     function = getattr(module, function_name, None)
     if not callable(function):
         raise ConfigError(f"Model {spec.text!r}: {module_name} has no function {function_name!r}.")
-    return function(tuple(input_shape), num_classes)
+    try:
+        return function(tuple(input_shape), num_classes)
+    except Exception as error:  # the user's code: say whose error it is, in one line
+        raise ConfigError(
+            f"Model {spec.text!r}: {function_name}{(tuple(input_shape), num_classes)} raised "
+            f"{type(error).__name__}: {error}"
+        ) from error
 
 
 def build_from_spec(

@@ -265,6 +265,14 @@ def bad_data(tmp_path_factory):
             r"Could not locate class .Subclassed.\. A subclassed or custom model",
         ),
         ("good", ["--dataset", "cifar10"], r"Give data \(--data\) or dataset"),
+        ("good", ["--dataset", "digits"], r"Give data \(--data\) or dataset"),
+        ("good", ["--student", "MobileNetV2(alpah=0.35)"], r"unexpected keyword argument 'alpah'"),
+        (
+            "good",
+            ["--student", "json:loads"],
+            r"Model 'json:loads': loads\(\(8, 8, 1\), 3\) raised TypeError",
+        ),
+        ("good", ["--student", "no_such_mod:f"], r"cannot import 'no_such_mod'.*PYTHONPATH=\."),
         ("good", ["--teacher-arch", "NoSuchNet(alpha=1)"], r"Unknown model 'NoSuchNet"),
     ],
 )
@@ -279,7 +287,9 @@ def test_bad_data_is_one_line_exit_2_and_nothing_written(
     import re
 
     assert re.search(message, err), err
-    assert not (in_dir / "run").exists() and not (in_dir / "cache").exists()
+    assert not (in_dir / "run").exists()
+    # A student spec is built after the cache folder is made: no teacher is in it.
+    assert not [p for p in (in_dir / "cache").rglob("*") if p.is_file()]
 
 
 def test_a_folder_split_is_stratified_seeded_and_fingerprinted(bad_data, tmp_path):

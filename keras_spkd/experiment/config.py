@@ -467,6 +467,12 @@ def merge(*layers: dict | None) -> ExperimentConfig:
             raise ConfigError(
                 f"A config must be a JSON object of settings; received a {type(layer).__name__}."
             )
+    for layer in layers:
+        if layer.get("data") is not None and "dataset" in layer and "explicit" not in layer:
+            raise ConfigError(
+                "Give data (--data) or dataset (--dataset), not both; received data "
+                f"{layer['data']!r} and dataset {layer['dataset']!r}."
+            )
     dataset = next((layer["dataset"] for layer in reversed(layers) if "dataset" in layer), None)
     values: dict[str, Any] = {}
     explicit: set[str] = set()
