@@ -172,7 +172,6 @@ def _jax_values(scope, variables, values) -> list:
 
 def _jax_forward(model, x, y, sample_weight, teacher_out, state, training):
     """The student's pass and the objective, stateless: returns (loss, aux)."""
-    from keras.src.backend.common.stateless_scope import StatelessScope
 
     trainable, non_trainable, metrics, optimizer = state
     mapping = [
@@ -182,7 +181,7 @@ def _jax_forward(model, x, y, sample_weight, teacher_out, state, training):
     ]
     if optimizer is not None:
         mapping += list(zip(model.optimizer.variables, optimizer))
-    with StatelessScope(state_mapping=mapping) as scope:
+    with keras.StatelessScope(state_mapping=mapping) as scope:
         student_out = model._student_extractor(x, training=training)
         loss, logs, y_pred, _ = model._objective(
             x, y, sample_weight, teacher_out, student_out, training
@@ -194,20 +193,18 @@ def _jax_forward(model, x, y, sample_weight, teacher_out, state, training):
 
 
 def _jax_teacher(model, x_teacher, trainable, non_trainable):
-    from keras.src.backend.common.stateless_scope import StatelessScope
 
     mapping = [
         *zip(model.trainable_variables, trainable),
         *zip(model.non_trainable_variables, non_trainable),
     ]
-    with StatelessScope(state_mapping=mapping):
+    with keras.StatelessScope(state_mapping=mapping):
         return model._teacher_pass(x_teacher)  # under stop_gradient
 
 
 def _jax_log(model, logs, x, y, y_pred, sample_weight, metrics):
-    from keras.src.backend.common.stateless_scope import StatelessScope
 
-    with StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics))) as scope:
+    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics))) as scope:
         model._log(logs, _batch_size(x))
         results = model.compute_metrics(x, y, y_pred, sample_weight)
         results = {key: ops.convert_to_tensor(value) for key, value in results.items()}

@@ -509,6 +509,7 @@ def test_distill_writes_a_valid_self_contained_report(default_run, capsys):
     assert page.open == []  # every element closed
     assert page.headings == [
         "Test accuracy",
+        "Data",
         "Exported student (fed images as stored)",
         "Final epoch",
         "Training curves",
