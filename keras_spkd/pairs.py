@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from keras_spkd.features import build_feature_extractor, graph_inputs
+from keras_spkd.features import build_feature_extractor, check_model, graph_inputs
 
 _MERGES = (keras.layers.Add, keras.layers.Concatenate)
 _ACTIVATIONS = (
@@ -215,6 +215,7 @@ def _known_sizes(model: keras.Model, blocks: list[_Entry], role: str) -> list[tu
 
 def _stage_ends(model: keras.Model, role: str) -> tuple[list[str], list[tuple]]:
     """Paths and spatial sizes of `model`'s stage ends, shallow to deep."""
+    check_model(model, role)  # not a model: its own error, not "cannot suggest"
     try:
         graph_inputs(model, role)
     except ValueError as error:
