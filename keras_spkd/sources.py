@@ -109,13 +109,13 @@ def parse_model_spec(text) -> ModelSpec:
 
 
 def load_model_file(path: str | os.PathLike, what: str = "Model file") -> keras.Model:
-    """`keras.saving.load_model` with one-line errors for missing and invalid files."""
+    """`keras.saving.load_model` with clear errors for missing and invalid files."""
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             raise DataError(
-                f"{what} {str(path)!r} is a SavedModel folder (an export, for serving); "
-                "give a .keras file, such as a run's sp/student.keras."
+                f"{what} {str(path)!r} is a SavedModel folder (an export, for serving); this "
+                "command takes a .keras file, such as a run's sp/student.keras."
             )
         raise DataError(f"{what} {str(path)!r} is a directory; expected a .keras file.")
     if not path.is_file():
@@ -127,15 +127,16 @@ def load_model_file(path: str | os.PathLike, what: str = "Model file") -> keras.
         )
     try:
         return keras.saving.load_model(path, compile=False)
-    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if "Could not locate class" in first:  # Keras's message runs on with the config
-            first = first.split(". ")[0] + (
-                ": an unregistered custom (e.g. subclassed) model; register it with "
-                "@keras.saving.register_keras_serializable and import it, or save a "
-                "functional or Sequential model"
+    except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first.split(". Make sure custom classes")[0]  # the rest repeats the config
+        hint = ""
+        if "Could not locate class" in str(error) or "custom_objects" in str(error):
+            hint = (
+                " A subclassed or custom model loads only where its classes are registered "
+                "(keras.saving.register_keras_serializable); save a functional model instead."
             )
-        raise DataError(f"{what} {str(path)!r} could not be loaded: {first}") from error
+        raise DataError(f"{what} {str(path)!r} could not be loaded: {first}.{hint}") from error
 
 
 def _functional(model, spec: ModelSpec, role: str) -> keras.Model:

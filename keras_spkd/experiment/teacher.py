@@ -23,7 +23,6 @@ import keras
 
 from keras_spkd import __version__
 from keras_spkd.data import DataBundle
-from keras_spkd.errors import DataError
 from keras_spkd.experiment.config import ExperimentConfig
 from keras_spkd.experiment.training import (
     accuracy,
@@ -34,6 +33,7 @@ from keras_spkd.experiment.training import (
     save_model,
 )
 from keras_spkd.preprocessing import Preprocessing  # noqa: F401 - registered for load_model
+from keras_spkd.sources import load_model_file as load_keras_file
 from keras_spkd.summary import atomic_write_json
 
 logger = logging.getLogger("keras_spkd")
@@ -56,37 +56,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def load_keras_file(path: str | os.PathLike, what: str = "Model file") -> keras.Model:
-    """`keras.saving.load_model` with clear errors for missing and invalid files."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / "saved_model.pb").is_file():
-            raise DataError(
-                f"{what} {str(path)!r} is a SavedModel folder (an export, for serving); this "
-                "command takes a .keras file, such as a run's sp/student.keras."
-            )
-        raise DataError(f"{what} {str(path)!r} is a directory; expected a .keras file.")
-    if not path.is_file():
-        raise DataError(f"{what} {str(path)!r} does not exist.")
-    if not zipfile.is_zipfile(path):
-        raise DataError(
-            f"{what} {str(path)!r} exists but is not a valid .keras archive (truncated, or "
-            "another format); save models with `model.save('name.keras')`."
-        )
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        first = first.split(". Make sure custom classes")[0]  # the rest repeats the config
-        hint = ""
-        if "Could not locate class" in str(error) or "custom_objects" in str(error):
-            hint = (
-                " A subclassed or custom model loads only where its classes are registered "
-                "(keras.saving.register_keras_serializable); save a functional model instead."
-            )
-        raise DataError(f"{what} {str(path)!r} could not be loaded: {first}.{hint}") from error
 
 
 def recipe(config: ExperimentConfig) -> dict:
