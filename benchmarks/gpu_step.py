@@ -118,7 +118,7 @@ def ratios(m: dict, key: str) -> dict:
     }
 
 
-def run(cases, batch: int, steps: int, rounds: int, smoke: bool = False) -> dict:
+def run(cases, batch: int, steps: int, rounds: int, smoke: bool = False, out=None) -> dict:
     results = {"backend": keras.backend.backend(), "batch": batch, "cases": {}}
     if results["backend"] == "jax":
         import jax
@@ -148,6 +148,9 @@ def run(cases, batch: int, steps: int, rounds: int, smoke: bool = False) -> dict
                 "seconds": time.perf_counter() - start,
             }
             keras.backend.clear_session()
+            if out:  # after each case, so that a run cut short keeps what it measured
+                Path(out).write_text(json.dumps(results, indent=2))
+            print(table(results).splitlines()[-1], flush=True)
     return results
 
 
@@ -185,10 +188,8 @@ def main(argv=None) -> int:
         parser.error(f"unknown case(s) {unknown}; expected {sorted(CASES)}")
     if keras.backend.backend() == "tensorflow" and not os.environ.get("GPU_STEP_ALLOW_TF"):
         parser.error("set KERAS_BACKEND=jax (or torch): this benchmark is for machines without TF")
-    results = run(cases, args.batch, args.steps, args.rounds, args.smoke)
+    results = run(cases, args.batch, args.steps, args.rounds, args.smoke, args.out)
     print(table(results), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
 
 
