@@ -170,6 +170,11 @@ def cmd_report(args) -> int:
     except (ValueError, KeyError, TypeError) as error:  # files changed by hand, or another kind
         raise RunDirectoryError(f"Cannot report on {args.run_dir!r}: {error}") from error
     print(f"Report: {page} (markdown: {markdown})")
+    if not (Path(args.run_dir) / "summary.json").is_file():
+        print(
+            f"Note: {args.run_dir} is unfinished (no summary.json); the report shows what it "
+            "recorded so far. Rerun its distill command with this --out to resume."
+        )
     return 0
 
 

@@ -814,8 +814,9 @@ def _class_folder(root: Path, what: str) -> dict[str, list[Path]]:
         raise DataError(f"{what} {str(root)!r} is not a folder.")
     entries = list(root.iterdir())
     if not entries:
+        where = what if what.endswith(repr(str(root))) else f"{what} {str(root)!r}"
         raise DataError(
-            f"{what} {str(root)!r} is empty; expected {root}/<class>/<images> "
+            f"{where} is empty; expected {root}/<class>/<images> "
             "(PNG or JPEG), one subfolder per class."
         )
     classes = sorted(p for p in entries if p.is_dir() and not p.name.startswith("."))
@@ -976,7 +977,7 @@ def load_folder(
         first = every[0]
         other = every[int(np.argmax(np.any(shapes[:, :2] != shapes[0, :2], axis=1)))]
         raise DataError(
-            f"{what} holds images of {len(sizes)} sizes (e.g. {tuple(shapes[0, :2])} "
+            f"{what} holds images of {len(sizes)} sizes (e.g. {tuple(shapes[0, :2].tolist())} "
             f"{first} and another in {other}); pass --image-size H W to resize them all."
         )
     size = tuple(image_size) if image_size is not None else tuple(shapes[0, :2].tolist())
@@ -1039,6 +1040,13 @@ def load_npz(
         with np.load(path, allow_pickle=False) as npz:
             content = {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError) as error:
+        if "pickled" in str(error):  # NumPy's reading of anything that is not an array file
+            raise DataError(
+                f"{what} is not an .npz of arrays: it is another kind of file, or holds "
+                "pickled Python objects, which keras-spkd does not load (they can run code); "
+                "save plain arrays with numpy.savez(path, x_train=..., y_train=..., "
+                "x_test=..., y_test=...)."
+            ) from error
         raise DataError(f"{what} is not a readable .npz file ({error}).") from error
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in content]
     if missing:
@@ -1059,6 +1067,13 @@ def load_npz(
             raise DataError(
                 f"{what}: x_{split} has shape {x.shape} ({x.dtype}); expected numeric images "
                 "(n, height, width) or (n, height, width, 1 or 3)."
+            )
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            raise DataError(
+                f"{what}: x_{split} holds NaN or infinite pixels in {int(bad.sum())} of "
+                f"{len(x)} images (the first: index {int(np.argmax(bad))}); expected finite "
+                "pixel values. Drop or repair those images."
             )
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:

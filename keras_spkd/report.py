@@ -35,6 +35,9 @@ def _table(header: list[str], rows: list[list[str]]) -> tuple[str, str]:
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>", markdown
 
 
+UNFINISHED = "Unfinished run"
+
+
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     """Writes `report.html` (images embedded) and `report.md` into a run directory.
 
@@ -85,6 +88,16 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             f"![{caption}]({path.relative_to(run_dir).as_posix()})",
         )
 
+    if not summary:  # killed, or still running: say so before anything it shows
+        phases = [p for p in ("alone", "sp") if (run_dir / p / "history.csv").is_file()]
+        recorded = " and ".join(titles[p] for p in phases) or "nothing yet"
+        text = (
+            "This run has no summary.json: it was stopped before it finished (or is still "
+            f"running). Recorded so far: {recorded}. Test accuracies, the export and the "
+            "final comparison come when it finishes; rerun the same `keras-spkd distill` "
+            "command with this --out to resume it."
+        )
+        section(UNFINISHED, f"<p><strong>{html.escape(text)}</strong></p>", f"**{text}**")
     if summary:
         accuracy = summary["accuracy"]
         rows = [

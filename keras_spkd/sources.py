@@ -238,6 +238,25 @@ def build_from_spec(
     return _functional(model, spec, role)
 
 
+def add_weight_decay(model: keras.Model, weight_decay: float) -> int:
+    """L2 weight decay on the kernels of a model keras-spkd did not build.
+
+    The zoo's models carry `L2(weight_decay / 2)` on their kernels (coupled decay,
+    as SGD's weight decay). A file, a `keras.applications` model or a builder's
+    model gets the same on every kernel that has no regularizer of its own, so
+    that `weight_decay` means one thing whatever the model. Returns how many
+    kernels got it.
+    """
+    if not weight_decay:
+        return 0
+    count = 0
+    for variable in model.trainable_variables:
+        if variable.path.rsplit("/", 1)[-1].endswith("kernel") and variable.regularizer is None:
+            variable.regularizer = keras.regularizers.L2(weight_decay / 2)
+            count += 1
+    return count
+
+
 def reinitialise(model: keras.Model) -> keras.Model:
     """A copy of `model` with fresh weights from its own initializers (Keras's seed)."""
     return keras.models.clone_model(model)

@@ -500,7 +500,7 @@ class _Page(HTMLParser):
 
 
 @pytest.mark.slow
-def test_distill_writes_a_valid_self_contained_report(default_run, capsys):
+def test_distill_writes_a_valid_self_contained_report(default_run, capsys, tmp_path):
     run, result = default_run
     assert "Report: run/report.html" in result.stdout
     page = _Page()
@@ -530,6 +530,18 @@ def test_distill_writes_a_valid_self_contained_report(default_run, capsys):
     assert main(["report", str(run)]) == 0
     assert "report.html" in capsys.readouterr().out
     assert main(["report", str(run / "no_such_run")]) == 2
+    # a killed run (no summary.json yet) is reported as unfinished, not as a finished one
+    killed = tmp_path / "killed"
+    shutil.copytree(run, killed)
+    (killed / "summary.json").unlink()
+    capsys.readouterr()
+    assert main(["report", str(killed)]) == 0
+    assert "is unfinished (no summary.json)" in capsys.readouterr().out
+    page = _Page()
+    page.feed((killed / "report.html").read_text())
+    assert page.headings[0] == "Unfinished run" and "Test accuracy" not in page.headings
+    assert "Recorded so far: student alone and student + SP." in "".join(page.text)
+    assert "## Unfinished run" in (killed / "report.md").read_text()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

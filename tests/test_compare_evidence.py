@@ -150,6 +150,7 @@ def test_one_seed_gives_no_interval_and_unused_weights_are_not_listed(tmp_path):
     )
     sp = result.table.splitlines()[-1]
     assert sp.startswith("| sp |") and "one seed: no interval" in sp and "[" not in sp
+    assert "(one run: no sd)" in sp and "±" not in sp  # not a spread of 0.00
     assert "KD weight" not in result.table and "AT weight" not in result.table
     assert result.methods["sp"]["vs"]["alone"]["low"] is None
 

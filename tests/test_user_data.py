@@ -212,6 +212,7 @@ def bad_data(tmp_path_factory):
             for i in range(5):
                 write_png(root / "split" / split / str(c) / f"{i}.png", pixels[i])
     (root / "notes.txt").write_text("not data")
+    (root / "notes.npz").write_text("text saved under an .npz name")
     np.savez(
         root / "labels.npz",
         x_train=pixels[:50],
@@ -219,6 +220,22 @@ def bad_data(tmp_path_factory):
         x_test=pixels[50:80],
         y_test=np.where(np.arange(30) == 3, 12, digits.target[50:80]),
         class_names=np.array([str(i) for i in range(10)]),
+    )
+    nan = (pixels[:80] / 15).astype("float32")
+    nan[7, 2, 3] = np.nan  # one pixel of one image
+    np.savez(
+        root / "one_nan.npz",
+        x_train=nan[:50],
+        y_train=digits.target[:50],
+        x_test=nan[50:80],
+        y_test=digits.target[50:80],
+    )
+    np.savez(
+        root / "all_nan.npz",
+        x_train=np.full((50, 8, 8), np.nan, "float32"),
+        y_train=digits.target[:50],
+        x_test=nan[50:80],
+        y_test=digits.target[50:80],
     )
     folder("good", classes=(0, 1, 2), count=12)
     t = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(5)])
@@ -247,12 +264,15 @@ def bad_data(tmp_path_factory):
     [
         ("missing", [], r"--data '.*missing' does not exist"),
         ("notes.txt", [], r"neither a folder of images .* nor an \.npz file"),
-        ("empty", [], r"is empty; expected .*<class>"),
+        ("empty", [], r"--data '[^']*empty' is empty; expected .*<class>"),  # named once
+        ("notes.npz", [], r"is not an \.npz of arrays: .*numpy\.savez"),
         ("loose", [], r"has no class subfolders"),
         ("corrupt", [], r"broken\.png is not a readable PNG or JPEG image"),
-        ("mixed", [], r"images of 2 sizes .*--image-size"),
+        ("mixed", [], r"images of 2 sizes \(e\.g\. \((8, 8|12, 12)\) .*--image-size"),
         ("split", [], r"classes \['2'\] are in train/ but not in test/"),
         ("labels.npz", [], r"y_test holds label 12, outside \[0, 10\)"),
+        ("one_nan.npz", [], r"x_train holds NaN or infinite pixels in 1 of 50 images .*index 7"),
+        ("all_nan.npz", [], r"x_train holds NaN or infinite pixels in 50 of 50 images"),
         ("good", ["--teacher", "five_classes.keras"], r"has 5 outputs, but 'good' has 3 classes"),
         (
             "good",
@@ -454,3 +474,67 @@ def test_the_your_own_data_example_runs(tmp_path):
     assert "| teacher | teacher.keras |" in result.stdout
     assert "| student alone | student.keras |" in result.stdout
     assert result.stdout.count(": digit_") == 5  # five predictions with class names
+
+
+def test_weight_decay_reaches_every_kind_of_model_and_adamw_decouples_it(tmp_path):
+    """--weight-decay was dropped for a user's .keras file and ignored by AdamW."""
+    from keras_spkd.data import load_dataset
+    from keras_spkd.experiment import ExperimentConfig, training
+
+    data = load_dataset("digits")
+    x = data.images("test", 1)[:4]
+    inputs = keras.Input(data.input_shape)
+    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    outputs = keras.layers.Dense(data.num_classes, name="head")(h)
+    path = tmp_path / "student.keras"
+    keras.Model(inputs, outputs, name="users").save(path)
+
+    config = ExperimentConfig(dataset="digits", weight_decay=1e-3)
+    model = training.build(str(path), data, config, "student")
+    kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
+    assert len(kernels) == 2
+    assert all(np.isclose(float(v.regularizer.l2), 5e-4) for v in kernels)  # as the zoo's
+    model(x)
+    expected = sum(5e-4 * float(np.sum(np.square(v.numpy()))) for v in kernels)
+    assert np.isclose(float(sum(model.losses)), expected, rtol=1e-5)
+    no_decay = training.build(str(path), data, ExperimentConfig(dataset="digits"), "student")
+    no_decay(x)
+    assert not no_decay.losses
+
+    adamw = ExperimentConfig(dataset="digits", weight_decay=1e-3, optimizer="adamw")
+    for arch in ("digits-cnn-8", str(path)):
+        model = training.build(arch, data, adamw, "student")
+        model(x)
+        assert not model.losses, arch  # decoupled: no L2 on the kernels as well
+    optimizer = training.optimizer(adamw, steps_per_epoch=10, epochs=1)
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    assert np.isclose(optimizer.weight_decay, 1e-3)
+
+
+def test_evaluate_on_a_small_npz_checks_the_model_not_the_training_batch(tmp_path):
+    """evaluate trains nothing: a training split smaller than the batch is not its concern."""
+    from keras_spkd import experiment
+    from keras_spkd.errors import ConfigError
+    from keras_spkd.experiment.session import load_data
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "small.npz"
+    np.savez(
+        path,
+        x_train=rng.integers(0, 255, (30, 8, 8), dtype=np.uint8),
+        y_train=np.arange(30) % 3,
+        x_test=rng.integers(0, 255, (9, 8, 8), dtype=np.uint8),
+        y_test=np.arange(9) % 3,
+    )
+    config = experiment.ExperimentConfig(data=str(path), batch_size=64)
+    fits = tmp_path / "fits.keras"
+    tiny_builder((8, 8, 1), 3).save(fits)
+    logs = experiment.run_evaluate(fits, config)
+    assert 0.0 <= logs["accuracy"] <= 1.0 and np.isfinite(logs["loss"])
+    wrong = tmp_path / "wrong.keras"
+    tiny_builder((16, 16, 1), 3).save(wrong)
+    with pytest.raises(ConfigError, match=r"\(16, 16, 1\).*\(8, 8, 1\)"):
+        experiment.run_evaluate(wrong, config)
+    with pytest.raises(ConfigError, match="at most the training set's size"):
+        load_data(config)  # training still refuses it

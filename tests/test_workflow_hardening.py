@@ -348,3 +348,16 @@ def test_a_full_disk_worded_by_tensorflow_or_h5py_is_one_line(
     monkeypatch.setattr(summary, "atomic_write_text", full)
     assert main(["distill", "--out", "run"]) == 2
     assert "no space left on the device" in _one_line(capsys)
+
+
+def test_a_changed_data_fingerprint_is_said_in_words():
+    from keras_spkd.experiment.config import differences
+
+    changed = differences(
+        {"data_fingerprint": "a1", "epochs": 3}, {"data_fingerprint": "b2", "epochs": 3}
+    )
+    assert changed == [
+        "the data changed since the run started (files added, removed or edited: "
+        "fingerprint saved 'a1', now 'b2')"
+    ]
+    assert differences({"epochs": 3}, {"epochs": 4}) == ["epochs: saved 3, given 4"]

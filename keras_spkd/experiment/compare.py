@@ -200,8 +200,12 @@ def _table(config, methods, stats, seeds, privileged, teachers, baselines) -> st
             continue
         s = stats[method.name]
         diffs = "".join(f"{_diff_cell(s['vs'].get(b))} | " for b in baselines)
+        if s["runs"] > 1:
+            accuracy = f"{100 * s['mean']:.2f} ± {100 * s['sd']:.2f}%"
+        else:
+            accuracy = f"{100 * s['mean']:.2f}% (one run: no sd)"
         lines.append(
-            f"| {method.name} | {100 * s['mean']:.2f} ± {100 * s['sd']:.2f}% | {diffs}"
+            f"| {method.name} | {accuracy} | {diffs}"
             f"{100 * s['min']:.2f}% | {100 * s['max']:.2f}% | {s['fit_seconds']:.1f} "
             f"| {method.label(config)} |"
         )

@@ -173,7 +173,9 @@ class ExperimentConfig:
         optimizer: `"sgd"` (Nesterov momentum 0.9), `"adam"` or `"adamw"`.
         lr: Initial learning rate (adam and adamw: 1e-3 unless given).
         schedule: `"step"` (x0.2 at 30/60/80%), `"cosine"` or `"constant"`.
-        weight_decay: L2 weight decay of the kernels.
+        weight_decay: Weight decay: L2 on the kernels of any model (zoo, file,
+            application or builder; kernels with a regularizer of their own keep
+            it), or AdamW's decoupled decay with `optimizer="adamw"`.
         jit: XLA-compile the training step.
         strategy: `"default"`, `"mirrored"` or `"multi_worker"` (`tf.distribute`).
         teacher: A trained teacher `.keras` file; `None` trains one (cached).
@@ -494,9 +496,20 @@ IGNORED_IN_DIFFERENCES = ("explicit",)  # where a value came from, not what it i
 
 
 def differences(saved: dict, given: dict) -> list[str]:
-    """`"key: saved X, given Y"` for each setting that differs."""
-    return [
-        f"{key}: saved {saved.get(key)!r}, given {given.get(key)!r}"
-        for key in sorted(set(saved) | set(given))
-        if key not in IGNORED_IN_DIFFERENCES and saved.get(key) != given.get(key)
-    ]
+    """`"key: saved X, given Y"` for each setting that differs.
+
+    A changed `data_fingerprint` (files of a folder or an .npz added, removed or
+    edited) is said in words: the hashes alone do not tell a user what changed.
+    """
+    out = []
+    for key in sorted(set(saved) | set(given)):
+        if key in IGNORED_IN_DIFFERENCES or saved.get(key) == given.get(key):
+            continue
+        if key.rsplit(".", 1)[-1] == "data_fingerprint":
+            out.append(
+                "the data changed since the run started (files added, removed or edited: "
+                f"fingerprint saved {saved.get(key)!r}, now {given.get(key)!r})"
+            )
+        else:
+            out.append(f"{key}: saved {saved.get(key)!r}, given {given.get(key)!r}")
+    return out

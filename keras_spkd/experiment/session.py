@@ -108,9 +108,11 @@ def strategy_for(config: ExperimentConfig):
     return strategy
 
 
-def load_data(config: ExperimentConfig, seed: int | None = None) -> DataBundle:
+def load_data(
+    config: ExperimentConfig, seed: int | None = None, for_training: bool = True
+) -> DataBundle:
     """The config's data (`data` path or `dataset`), as stored pixels for models that carry
-    their preprocessing; the batch must fit the training set."""
+    their preprocessing; for training, the batch must fit the training set."""
     import dataclasses
 
     seed = config.seed if seed is None else seed
@@ -137,7 +139,7 @@ def load_data(config: ExperimentConfig, seed: int | None = None) -> DataBundle:
             data = dataclasses.replace(data, input_shape=(*image_size, data.input_shape[-1]))
     data = data.stored()
     size = data.size("train")
-    if config.batch_size > size:
+    if for_training and config.batch_size > size:
         raise ConfigError(
             f"batch_size must be at most the training set's size ({size} images in "
             f"{config.dataset!r}); received {config.batch_size}."

@@ -75,6 +75,12 @@ def recipe(config: ExperimentConfig) -> dict:
             else None
         ),
     }
+    from keras_spkd.sources import parse_model_spec
+
+    if parse_model_spec(config.teacher_arch).kind != "zoo":
+        # From 0.3.1 weight decay reaches a file's, an application's or a builder's
+        # kernels (and AdamW decouples it); teachers cached before were trained without.
+        user["weight_decay_on"] = "kernels (0.3.1)"
     return {
         **user,
         "dataset": config.dataset,

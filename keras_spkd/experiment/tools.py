@@ -150,7 +150,7 @@ def run_evaluate(model_path, config: ExperimentConfig) -> dict:
     from keras_spkd.preprocessing import find_preprocessing
 
     model = load_student(model_path)
-    data = load_data(config)
+    data = load_data(config, for_training=False)  # nothing trains: any training-set size
     _check_fits(model, model_path, data)
     if find_preprocessing(model) is None:  # a model without the layer takes model input
         import dataclasses

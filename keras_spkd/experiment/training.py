@@ -74,23 +74,31 @@ def build(
 ):
     """The model `arch` names (any model spec) for `data`, its preprocessing in front.
 
-    Zoo models get the config's weight decay and `name`. A student file is
+    Every model gets the config's weight decay on its kernels (L2; none under
+    AdamW, whose optimizer decays), zoo models also `name`. A student file is
     its architecture and initial weights; with `seed` > 0 (a later seed of a
     comparison) it is re-initialised from its initializers, seeded, unless
     `config.keep_student_weights`. The model is checked against the data
     (input shape, classes, logits) before anything trains.
     """
-    from keras_spkd.sources import build_from_spec, parse_model_spec, reinitialise
+    from keras_spkd.sources import add_weight_decay, build_from_spec, parse_model_spec, reinitialise
 
     role = "teacher" if name in ("teacher", "t") else "student"
     spec = parse_model_spec(arch)
     shape = tuple(input_shape or data.input_shape)
-    model = build_from_spec(
-        spec, shape, data.num_classes, role, weight_decay=config.weight_decay, name=name
-    )
+    decay = coupled_weight_decay(config)
+    model = build_from_spec(spec, shape, data.num_classes, role, weight_decay=decay, name=name)
     if spec.kind == "file" and role == "student" and seed and not config.keep_student_weights:
         model = reinitialise(model)
-    return prepare_model(model, spec, data, config, role, shape)
+    model = prepare_model(model, spec, data, config, role, shape)
+    if spec.kind != "zoo":  # the zoo's models got it when built
+        add_weight_decay(model, decay)
+    return model
+
+
+def coupled_weight_decay(config: ExperimentConfig) -> float:
+    """The L2 penalty the kernels carry: none under AdamW, whose decay is decoupled."""
+    return 0.0 if getattr(config, "optimizer", "sgd") == "adamw" else config.weight_decay or 0.0
 
 
 def check_model_fits_data(
@@ -182,7 +190,8 @@ def optimizer(config: ExperimentConfig, steps_per_epoch: int, epochs: int):
     if choice == "adam":
         return keras.optimizers.Adam(lr)
     if choice == "adamw":
-        return keras.optimizers.AdamW(lr)  # Keras's decoupled decay (0.004)
+        # Decoupled decay (Loshchilov & Hutter): the config's weight_decay, not Keras's 0.004.
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 0.0)
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
 
 
