@@ -246,3 +246,25 @@ def test_detectable_difference_has_the_stated_power(n):
     assert power == pytest.approx(0.8, abs=0.01)
     if n == 22:  # issue 21's design: 22 seeds for +0.35 points at sd 0.56
         assert effect == pytest.approx(0.35, abs=0.005)
+
+
+def test_a_comparison_grows_its_seeds_in_place_and_never_shrinks(tmp_path, monkeypatch):
+    from keras_spkd.errors import RunDirectoryError
+
+    config, out = ExperimentConfig(**TINY), tmp_path / "c"
+    first = experiment.run_compare(config, methods="alone,sp", seeds=1, out=out)
+    fitted = []
+    fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: fitted.append(1) or fit(*a, **k))
+    grown = experiment.run_compare(config, methods="alone,sp", seeds=2, out=out)
+    assert len(fitted) == 2  # seed 1's two runs; seed 0's are read back
+    assert grown.rows[:2] == first.rows and [r["seed"] for r in grown.rows] == [0, 0, 1, 1]
+    sp = next(line for line in grown.table.splitlines() if line.startswith("| sp |"))
+    assert "2 seeds" in grown.table and "[" in sp  # now an interval
+    assert json.loads((out / "config.json").read_text())["seeds"] == 2
+    with pytest.raises(RunDirectoryError, match="seeds: saved 2, given 1"):
+        experiment.run_compare(config, methods="alone,sp", seeds=1, out=out)
+    with pytest.raises(RunDirectoryError, match="epochs: saved 1, given 2"):
+        experiment.run_compare(
+            ExperimentConfig(**{**TINY, "epochs": 2}), methods="alone,sp", seeds=3, out=out
+        )

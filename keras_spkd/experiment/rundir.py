@@ -45,6 +45,23 @@ def _flat(record: dict) -> dict:
     }
 
 
+def _seed_set(seeds) -> set | None:
+    if isinstance(seeds, bool):
+        return None
+    if isinstance(seeds, int):
+        return set(range(seeds))
+    if isinstance(seeds, list) and all(isinstance(s, int) for s in seeds):
+        return set(seeds)
+    return None
+
+
+def _seeds_grow(saved, given) -> bool:
+    """Whether a comparison's seeds grow (every seed it ran is still asked for, and more):
+    the runs it finished stay valid, so it may resume with the new seeds added."""
+    before, after = _seed_set(saved), _seed_set(given)
+    return before is not None and after is not None and before < after
+
+
 def _check_untouched(path: Path, saved: dict) -> None:
     """Refuses a `config.json` changed by hand since the run began, naming what changed."""
     if HASH_KEY not in saved or saved[HASH_KEY] == settings_hash(saved):
@@ -208,7 +225,11 @@ class RunDirectory:
                     "it was changed by hand. Start a new run in another --out."
                 )
             _check_untouched(self.path, saved)
-            changed = differences(_flat(saved), _flat(self._recorded()))
+            before, given = _flat(saved), _flat(self._recorded())
+            grown = self.kind == "compare" and _seeds_grow(before.get("seeds"), given.get("seeds"))
+            if grown:
+                before["seeds"] = given["seeds"]
+            changed = differences(before, given)
             if changed:
                 raise RunDirectoryError(
                     f"Cannot resume {str(self.path)!r} with other settings: "
@@ -216,6 +237,11 @@ class RunDirectory:
                     + ". "
                     + self.advice
                 )
+            if grown:  # more seeds, the same everything else: the record says so from now
+                recorded = self._recorded()
+                recorded[HASH_KEY] = settings_hash(recorded)
+                atomic_write_json(record, recorded)
+                atomic_write_json(self.path / ORIGINAL_NAME, recorded)
         elif _foreign(self.path):
             raise RunDirectoryError(
                 f"{str(self.path)!r} is not empty and holds no keras-spkd run; choose an empty "
