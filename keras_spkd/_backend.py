@@ -45,11 +45,38 @@ def all_gather(tensor):
     return context.all_gather(tensor, axis=0)
 
 
+# JAX on an accelerator: a host callback inside the compiled step stalls the device
+# on every step (1.5-2 ms of a 10 ms WRN-16-1 step on an H200, benchmarks/RESULTS.md).
+# There the step returns its checks' conditions beside its logs instead, and the host
+# reads them after calls 1, 2, 4, 8, ... of the step function (`defer_checks`).
+# None: defer on accelerators, call back on the CPU (no device to stall); True or
+# False forces one way (the tests force True on the CPU).
+DEFER_JAX_CHECKS: bool | None = None
+CHECKS_KEY = "_keras_spkd_checks"  # popped from the step's logs before Keras sees them
+
+
+class Deferred:
+    """The checks `warn_if` put off while a JAX step was traced, and their callbacks."""
+
+    def __init__(self):
+        self.checks: list = []  # (condition, callback) of the trace under way
+        self.callbacks: dict = {}  # "train" / "test": callbacks in the order of the flags
+
+
+def _defer_jax_checks() -> bool:
+    if DEFER_JAX_CHECKS is not None:
+        return DEFER_JAX_CHECKS
+    import jax
+
+    return jax.default_backend() != "cpu"
+
+
 def warn_if(condition, callback, model):
     """Calls `callback()` when `condition` (a boolean tensor) holds at run time.
 
     Returns an op that TensorFlow's step must depend on, or None. Nothing is
-    checked under XLA on TensorFlow, which compiles no Python call.
+    checked under XLA on TensorFlow, which compiles no Python call. JAX on an
+    accelerator checks after the step (`DEFER_JAX_CHECKS`).
     """
     backend = _name()
     if backend == "tensorflow":
@@ -67,6 +94,9 @@ def warn_if(condition, callback, model):
     if backend == "jax":
         import jax
 
+        if isinstance(condition, jax.core.Tracer) and _defer_jax_checks():
+            model._deferred.checks.append((condition, callback))
+            return None
         jax.debug.callback(lambda holds: callback() if holds else None, condition)
         return None
     if bool(ops.convert_to_numpy(condition)):
@@ -211,9 +241,55 @@ def _jax_log(model, logs, x, y, y_pred, sample_weight, metrics):
     return results, _jax_values(scope, model.metrics_variables, metrics)
 
 
+def _with_deferred_checks(model, kind: str, results: dict) -> dict:
+    """The step's logs, with the conditions `warn_if` deferred while it was traced."""
+    checks, model._deferred.checks = model._deferred.checks, []
+    model._deferred.callbacks[kind] = [callback for _, callback in checks]
+    if checks:
+        results[CHECKS_KEY] = ops.stack([ops.cast(c, "bool") for c, _ in checks])
+    return results
+
+
+def defer_checks(model, kind: str) -> None:
+    """Wraps `model.<kind>_function` (JAX) to read deferred checks on the host.
+
+    The conditions of every call are OR-ed on the device; the host reads them
+    (one small transfer, which waits for that step) after calls 1, 2, 4, 8, ...
+    and calls the callbacks of those that held. A condition true from the first
+    step is seen at once; one that turns true later, within twice its step count.
+    """
+    attribute = f"{kind}_function"
+    function = getattr(model, attribute, None)
+    if _name() != "jax" or function is None or getattr(function, "_keras_spkd", False):
+        return
+    import jax.numpy as jnp
+    import numpy as np
+
+    calls, pending = 0, None
+
+    def step_function(state, data):
+        nonlocal calls, pending
+        logs, state = function(state, data)
+        flags = logs.pop(CHECKS_KEY, None) if isinstance(logs, dict) else None
+        if flags is not None:
+            pending = flags if pending is None else jnp.logical_or(pending, flags)
+            calls += 1
+            if calls & (calls - 1) == 0:
+                callbacks = model._deferred.callbacks.get(kind, [])
+                for holds, callback in zip(np.asarray(pending), callbacks):
+                    if holds:
+                        callback()
+                pending = None
+        return logs, state
+
+    step_function._keras_spkd = True
+    setattr(model, attribute, step_function)
+
+
 def _jax_train_step(model, state, data):
     import jax
 
+    model._deferred.checks = []
     trainable, non_trainable, optimizer_variables, metrics = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x_teacher, x_student = model._split_inputs(x)
@@ -238,10 +314,12 @@ def _jax_train_step(model, state, data):
         optimizer_variables, gradients, trainable
     )
     results, metrics = _jax_log(model, logs, x_student, y, y_pred, sample_weight, metrics)
+    results = _with_deferred_checks(model, "train", results)
     return results, (trainable, non_trainable, optimizer_variables, metrics)
 
 
 def _jax_test_step(model, state, data):
+    model._deferred.checks = []
     trainable, non_trainable, metrics = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x_teacher, x_student = model._split_inputs(x)
@@ -257,6 +335,7 @@ def _jax_test_step(model, state, data):
         False,
     )
     results, metrics = _jax_log(model, logs, x_student, y, y_pred, sample_weight, metrics)
+    results = _with_deferred_checks(model, "test", results)
     return results, (trainable, non_trainable, metrics)
 
 

@@ -390,6 +390,7 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
         self._build_passes(teacher, student, teacher_dtype)
         self._trackers = {key: keras.metrics.Mean(name=key) for key in self._log_keys()}
         self._warned: set[str] = set()
+        self._deferred = _backend.Deferred()  # JAX on accelerators: see _backend.warn_if
         self.built = True
 
     # -- construction ---------------------------------------------------------
@@ -715,6 +716,16 @@ class SPDistiller(MultiWorkerFitMixin, keras.Model):
 
     def test_step(self, *args):
         return _backend.test_step(self, *args)
+
+    def make_train_function(self, force=False):
+        function = super().make_train_function(force)
+        _backend.defer_checks(self, "train")
+        return function
+
+    def make_test_function(self, force=False):
+        function = super().make_test_function(force)
+        _backend.defer_checks(self, "test")
+        return function
 
     # -- saving -------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -247,3 +248,40 @@ def test_tensorflow_only_parts_say_so_where_it_is_missing():
     for module in ("keras_spkd.distribute", "keras_spkd.bench"):
         with pytest.raises(ImportError, match="needs TensorFlow: pip install"):
             importlib.import_module(module)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's deferred run-time checks")
+def test_jax_checks_left_out_of_the_compiled_step_still_warn_once(monkeypatch, data):
+    """On accelerators the dead-layer check leaves the compiled step (no host callback
+    stalls it); it is read on the host after the step and still warns, once."""
+    import jax
+
+    from keras_spkd import _backend
+
+    monkeypatch.setattr(_backend, "DEFER_JAX_CHECKS", True)  # as on a GPU
+
+    def no_callback(*args, **kwargs):
+        raise AssertionError("a host callback was compiled into the step")
+
+    monkeypatch.setattr(jax.debug, "callback", no_callback)
+    x, y = data
+    keras.utils.set_random_seed(5)
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    conv = teacher.get_layer("t_group")
+    conv.set_weights([np.zeros_like(w) for w in conv.get_weights()])  # relu(0): a dead layer
+    distiller = keras_spkd.SPDistiller(teacher, student, [("t_group", "s_group")], gamma=100.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01), loss=sparse_ce())
+    with pytest.warns(UserWarning, match="teacher layer 't_group'.*about 0") as caught:
+        history = distiller.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        logs = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+        one = distiller.train_on_batch(x[:8], y[:8], return_dict=True)
+    assert len([w for w in caught if "about 0" in str(w.message)]) == 1
+    for keys in (history.history, logs, one):
+        assert _backend.CHECKS_KEY not in keys and "sp_loss" in keys
+    assert_allclose(history.history["sp_loss"], [100.0 / 8] * 2, rtol=1e-5)  # gamma / b
+    alive = keras_spkd.SPDistiller(small_cnn("t", 8), student, [("t_group", "s_group")])
+    alive.compile(optimizer=keras.optimizers.SGD(0.01), loss=sparse_ce())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        alive.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert not [w for w in caught if "about 0" in str(w.message)]
