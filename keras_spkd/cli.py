@@ -162,6 +162,10 @@ def cmd_layers(args) -> int:
 
 
 def cmd_report(args) -> int:
+    if Path(args.run_dir).exists() and not Path(args.run_dir).is_dir():
+        raise RunDirectoryError(
+            f"{args.run_dir!r} is a file; report takes a run directory (distill's --out)."
+        )
     if not Path(args.run_dir).is_dir():
         raise RunDirectoryError(f"Run directory {args.run_dir!r} does not exist.")
     try:
@@ -173,7 +177,7 @@ def cmd_report(args) -> int:
     if not (Path(args.run_dir) / "summary.json").is_file():
         print(
             f"Note: {args.run_dir} is unfinished (no summary.json); the report shows what it "
-            "recorded so far. Rerun its distill command with this --out to resume."
+            "recorded so far. Rerun its distill command with --resume to continue it."
         )
     return 0
 
@@ -441,7 +445,12 @@ def _run(args) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("keras-spkd: interrupted; rerun with --resume to continue.", file=sys.stderr)
+        how = (
+            "rerun with --resume to continue"
+            if hasattr(args, "resume")
+            else "rerun the same command to continue where it stopped"
+        )
+        print(f"keras-spkd: interrupted; {how}.", file=sys.stderr)
         return 130
     except NonFiniteLossError as error:
         print(f"keras-spkd: error: {error}", file=sys.stderr)

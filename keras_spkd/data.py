@@ -821,9 +821,9 @@ def _class_folder(root: Path, what: str) -> dict[str, list[Path]]:
         )
     classes = sorted(p for p in entries if p.is_dir() and not p.name.startswith("."))
     if not classes:
+        where = what if what.endswith(repr(str(root))) else f"{what} {str(root)!r}"
         raise DataError(
-            f"{what} {str(root)!r} has no class subfolders; put each class's images in "
-            f"{root}/<class name>/."
+            f"{where} has no class subfolders; put each class's images in {root}/<class name>/."
         )
     found = {}
     for folder in classes:
@@ -1037,8 +1037,10 @@ def load_npz(
     """
     what = f"--data {str(path)!r}"
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            content = {key: npz[key] for key in npz.files}
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as npz:
+                content = {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError) as error:
         if "pickled" in str(error):  # NumPy's reading of anything that is not an array file
             raise DataError(
@@ -1048,6 +1050,11 @@ def load_npz(
                 "x_test=..., y_test=...)."
             ) from error
         raise DataError(f"{what} is not a readable .npz file ({error}).") from error
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy array under an .npz name
+        raise DataError(
+            f"{what} is one array (a .npy file), not an .npz of named arrays; save "
+            "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
+        )
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in content]
     if missing:
         raise DataError(
@@ -1068,6 +1075,8 @@ def load_npz(
                 f"{what}: x_{split} has shape {x.shape} ({x.dtype}); expected numeric images "
                 "(n, height, width) or (n, height, width, 1 or 3)."
             )
+        if len(x) == 0:
+            raise DataError(f"{what}: x_{split} holds no images; expected at least one.")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
             raise DataError(

@@ -107,6 +107,7 @@ def digits_cnn(
     input_shape: tuple[int, ...] = (8, 8, 1),
     num_classes: int = 10,
     name: str | None = None,
+    weight_decay: float = 0.0,
 ) -> keras.Model:
     """A small CNN for 8x8 digits: two conv groups named `group1`, `group2`.
 
@@ -119,20 +120,29 @@ def digits_cnn(
         input_shape: Defaults to `(8, 8, 1)`.
         num_classes: Defaults to `10`.
         name: Defaults to `"digits_cnn_{width}"`.
+        weight_decay: L2 weight decay of the kernels. Defaults to `0.0`.
 
     Returns:
         A functional `keras.Model` returning logits.
     """
+    reg = _regularizer(weight_decay)
     inputs = keras.Input(input_shape, name="images")
     x = inputs
     for group, filters in ((1, width), (2, 2 * width)):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"g{group}_conv")(x)
+        x = layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_regularizer=reg,
+            name=f"g{group}_conv",
+        )(x)
         x = layers.BatchNormalization(momentum=0.9, name=f"g{group}_bn")(x)
         x = layers.ReLU(name=f"group{group}")(x)
         if group == 1:
             x = layers.MaxPooling2D(name="g1_pool")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+    outputs = layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"digits_cnn_{width}")
 
 
@@ -215,12 +225,7 @@ def build_model(
         (_WRN, lambda m: wide_resnet(int(m[1]), int(m[2]), input_shape, num_classes, **kwargs)),
         (
             _DIGITS,
-            lambda m: digits_cnn(
-                int(m[1]),
-                input_shape,
-                num_classes,
-                **{k: v for k, v in kwargs.items() if k == "name"},
-            ),
+            lambda m: digits_cnn(int(m[1]), input_shape, num_classes, **kwargs),
         ),
         (_FASHION, lambda m: fashion_cnn(int(m[1]), input_shape, num_classes, **kwargs)),
     ]

@@ -95,7 +95,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             "This run has no summary.json: it was stopped before it finished (or is still "
             f"running). Recorded so far: {recorded}. Test accuracies, the export and the "
             "final comparison come when it finishes; rerun the same `keras-spkd distill` "
-            "command with this --out to resume it."
+            "command with --resume (and this --out) to continue it."
         )
         section(UNFINISHED, f"<p><strong>{html.escape(text)}</strong></p>", f"**{text}**")
     if summary:

@@ -530,6 +530,9 @@ def test_distill_writes_a_valid_self_contained_report(default_run, capsys, tmp_p
     assert main(["report", str(run)]) == 0
     assert "report.html" in capsys.readouterr().out
     assert main(["report", str(run / "no_such_run")]) == 2
+    capsys.readouterr()
+    assert main(["report", str(run / "summary.json")]) == 2
+    assert "is a file; report takes a run directory" in capsys.readouterr().err
     # a killed run (no summary.json yet) is reported as unfinished, not as a finished one
     killed = tmp_path / "killed"
     shutil.copytree(run, killed)
@@ -791,3 +794,17 @@ def test_a_run_directory_edited_by_hand_is_refused_naming_the_edit(
     edited = RunDirectory("run", ExperimentConfig(gamma=50.0, epochs=10), resume=True)
     with pytest.raises(RunDirectoryError, match="changed by hand"):
         edited.__enter__()
+
+
+def test_ctrl_c_says_how_each_command_resumes(capsys):
+    import argparse
+
+    from keras_spkd.cli import _run
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert _run(argparse.Namespace(func=interrupted, resume=False)) == 130
+    assert capsys.readouterr().err.strip().endswith("rerun with --resume to continue.")
+    assert _run(argparse.Namespace(func=interrupted)) == 130  # compare, tune: no --resume
+    assert "rerun the same command to continue where it stopped" in capsys.readouterr().err

@@ -248,7 +248,7 @@ def test_detectable_difference_has_the_stated_power(n):
         assert effect == pytest.approx(0.35, abs=0.005)
 
 
-def test_a_comparison_grows_its_seeds_in_place_and_never_shrinks(tmp_path, monkeypatch):
+def test_a_comparison_grows_and_shrinks_its_seeds_in_place(tmp_path, monkeypatch):
     from keras_spkd.errors import RunDirectoryError
 
     config, out = ExperimentConfig(**TINY), tmp_path / "c"
@@ -262,8 +262,13 @@ def test_a_comparison_grows_its_seeds_in_place_and_never_shrinks(tmp_path, monke
     sp = next(line for line in grown.table.splitlines() if line.startswith("| sp |"))
     assert "2 seeds" in grown.table and "[" in sp  # now an interval
     assert json.loads((out / "config.json").read_text())["seeds"] == 2
-    with pytest.raises(RunDirectoryError, match="seeds: saved 2, given 1"):
-        experiment.run_compare(config, methods="alone,sp", seeds=1, out=out)
+    # back to one seed (say a typo'd --seeds was interrupted): seed 1's runs stay on disk
+    fitted.clear()
+    one = experiment.run_compare(config, methods="alone,sp", seeds=1, out=out)
+    assert fitted == [] and one.rows == first.rows and "(one run: no sd)" in one.table
+    assert json.loads((out / "config.json").read_text())["seeds"] == 1
+    again = experiment.run_compare(config, methods="alone,sp", seeds=2, out=out)
+    assert fitted == [] and again.rows == grown.rows  # read back, nothing retrained
     with pytest.raises(RunDirectoryError, match="epochs: saved 1, given 2"):
         experiment.run_compare(
             ExperimentConfig(**{**TINY, "epochs": 2}), methods="alone,sp", seeds=3, out=out

@@ -213,6 +213,17 @@ def bad_data(tmp_path_factory):
                 write_png(root / "split" / split / str(c) / f"{i}.png", pixels[i])
     (root / "notes.txt").write_text("not data")
     (root / "notes.npz").write_text("text saved under an .npz name")
+    np.save(root / "one_array.npy", pixels[:10])
+    (root / "one_array.npy").rename(root / "one_array.npz")
+    np.savez(
+        root / "no_train.npz",
+        x_train=np.zeros((0, 8, 8), "uint8"),
+        y_train=np.zeros(0, "int64"),
+        x_test=pixels[:10],
+        y_test=digits.target[:10],
+    )
+    (root / "hidden" / ".cache").mkdir(parents=True)
+    (root / "hidden" / ".DS_Store").write_text("")
     np.savez(
         root / "labels.npz",
         x_train=pixels[:50],
@@ -266,6 +277,9 @@ def bad_data(tmp_path_factory):
         ("notes.txt", [], r"neither a folder of images .* nor an \.npz file"),
         ("empty", [], r"--data '[^']*empty' is empty; expected .*<class>"),  # named once
         ("notes.npz", [], r"is not an \.npz of arrays: .*numpy\.savez"),
+        ("one_array.npz", [], r"is one array \(a \.npy file\), not an \.npz"),
+        ("no_train.npz", [], r"x_train holds no images"),
+        ("hidden", [], r"--data '[^']*hidden' has no class subfolders"),  # named once
         ("loose", [], r"has no class subfolders"),
         ("corrupt", [], r"broken\.png is not a readable PNG or JPEG image"),
         ("mixed", [], r"images of 2 sizes \(e\.g\. \((8, 8|12, 12)\) .*--image-size"),
@@ -476,7 +490,7 @@ def test_the_your_own_data_example_runs(tmp_path):
     assert result.stdout.count(": digit_") == 5  # five predictions with class names
 
 
-def test_weight_decay_reaches_every_kind_of_model_and_adamw_decouples_it(tmp_path):
+def test_weight_decay_reaches_every_kind_of_model_and_adamw_decouples_it(tmp_path, caplog):
     """--weight-decay was dropped for a user's .keras file and ignored by AdamW."""
     from keras_spkd.data import load_dataset
     from keras_spkd.experiment import ExperimentConfig, training
@@ -501,12 +515,25 @@ def test_weight_decay_reaches_every_kind_of_model_and_adamw_decouples_it(tmp_pat
     no_decay = training.build(str(path), data, ExperimentConfig(dataset="digits"), "student")
     no_decay(x)
     assert not no_decay.losses
+    zoo = training.build("digits-cnn-8", data, config, "student")  # the zoo's digits CNN too
+    zoo_kernels = [v for v in zoo.trainable_variables if v.path.endswith("kernel")]
+    assert len(zoo_kernels) == 3 and all(v.regularizer is not None for v in zoo_kernels)
 
     adamw = ExperimentConfig(dataset="digits", weight_decay=1e-3, optimizer="adamw")
     for arch in ("digits-cnn-8", str(path)):
         model = training.build(arch, data, adamw, "student")
         model(x)
         assert not model.losses, arch  # decoupled: no L2 on the kernels as well
+    regularised = keras.Sequential(
+        [keras.Input(data.input_shape), keras.layers.Flatten()]
+        + [keras.layers.Dense(data.num_classes, kernel_regularizer=keras.regularizers.L2(0.1))]
+    )
+    regularised.save(tmp_path / "own.keras")
+    with caplog.at_level("WARNING", logger="keras_spkd"):
+        kept = training.build(str(tmp_path / "own.keras"), data, adamw, "student")
+    assert float(kept.trainable_variables[0].regularizer.l2) == pytest.approx(0.1)
+    assert "1 kernel(s) carry a regularizer of their own" in caplog.text
+    assert "adds to the optimizer's decoupled decay" in caplog.text
     optimizer = training.optimizer(adamw, steps_per_epoch=10, epochs=1)
     assert isinstance(optimizer, keras.optimizers.AdamW)
     assert np.isclose(optimizer.weight_decay, 1e-3)

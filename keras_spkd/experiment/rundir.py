@@ -55,11 +55,12 @@ def _seed_set(seeds) -> set | None:
     return None
 
 
-def _seeds_grow(saved, given) -> bool:
-    """Whether a comparison's seeds grow (every seed it ran is still asked for, and more):
-    the runs it finished stay valid, so it may resume with the new seeds added."""
+def _seeds_change(saved, given) -> bool:
+    """Whether only a comparison's seed list changes: each seed's runs are kept in its
+    own folders whatever the list, so a resume with more seeds runs only the new ones,
+    and one with fewer tabulates those (the others' runs stay on disk for later)."""
     before, after = _seed_set(saved), _seed_set(given)
-    return before is not None and after is not None and before < after
+    return before is not None and after is not None and before != after
 
 
 def _check_untouched(path: Path, saved: dict) -> None:
@@ -226,8 +227,10 @@ class RunDirectory:
                 )
             _check_untouched(self.path, saved)
             before, given = _flat(saved), _flat(self._recorded())
-            grown = self.kind == "compare" and _seeds_grow(before.get("seeds"), given.get("seeds"))
-            if grown:
+            reseeded = self.kind == "compare" and _seeds_change(
+                before.get("seeds"), given.get("seeds")
+            )
+            if reseeded:
                 before["seeds"] = given["seeds"]
             changed = differences(before, given)
             if changed:
@@ -237,7 +240,7 @@ class RunDirectory:
                     + ". "
                     + self.advice
                 )
-            if grown:  # more seeds, the same everything else: the record says so from now
+            if reseeded:  # other seeds, the same everything else: recorded from now on
                 recorded = self._recorded()
                 recorded[HASH_KEY] = settings_hash(recorded)
                 atomic_write_json(record, recorded)

@@ -92,8 +92,33 @@ def build(
         model = reinitialise(model)
     model = prepare_model(model, spec, data, config, role, shape)
     if spec.kind != "zoo":  # the zoo's models got it when built
+        _say_own_regularizers(model, spec, config)
         add_weight_decay(model, decay)
     return model
+
+
+def _say_own_regularizers(model, spec, config: ExperimentConfig) -> None:
+    """Kernels that carry a regularizer of their own keep it: say so where the flag
+    would have them decay otherwise (a weight decay, or AdamW's decoupled one)."""
+    own = [
+        v.path
+        for v in model.trainable_variables
+        if v.path.endswith("kernel") and v.regularizer is not None
+    ]
+    if not own or not (config.weight_decay or config.optimizer == "adamw"):
+        return
+    effect = (
+        "under AdamW it adds to the optimizer's decoupled decay"
+        if config.optimizer == "adamw"
+        else f"weight_decay={config.weight_decay:g} goes only to the others"
+    )
+    logger.warning(
+        "%s: %d kernel(s) carry a regularizer of their own (e.g. %s), kept as saved; %s.",
+        spec.label,
+        len(own),
+        own[0],
+        effect,
+    )
 
 
 def coupled_weight_decay(config: ExperimentConfig) -> float:
