@@ -5,7 +5,9 @@ item 7): one baseline only, "[+x, +x]" with one seed, one teacher for every
 seed, methods re-parsed from strings, rows that did not say how to rerun them.
 """
 
+import csv
 import json
+from pathlib import Path
 
 import keras
 import pytest
@@ -273,3 +275,40 @@ def test_a_comparison_grows_and_shrinks_its_seeds_in_place(tmp_path, monkeypatch
         experiment.run_compare(
             ExperimentConfig(**{**TINY, "epochs": 2}), methods="alone,sp", seeds=3, out=out
         )
+
+
+EVIDENCE = Path(__file__).resolve().parents[1] / "tuning" / "evidence" / "evidence-digits"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+@pytest.mark.slow
+def test_a_row_of_the_committed_digits_evidence_reruns_exactly(tmp_path, monkeypatch):
+    """RESULTS.md's 30-seed digits table: seed 0 of the student alone, rerun from the
+    committed config, gives its recorded accuracy and trained weights bit for bit."""
+    machine = json.loads((EVIDENCE / "machine.json").read_text())
+    if machine["cpu"] != _cpu():
+        pytest.skip(
+            f"the rows were recorded on {machine['cpu']!r}; bit-exact reruns need the same "
+            f"CPU kernels (this is {_cpu()!r})"
+        )
+    monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "cache"))
+    rows = list(csv.DictReader((EVIDENCE / "compare" / "results.csv").open()))
+    recorded = next(r for r in rows if r["seed"] == "0" and r["method"] == "alone")
+    saved = json.loads((EVIDENCE / "compare" / "config.json").read_text())["config"]
+    config = ExperimentConfig.from_dict(saved)
+    (rerun,) = experiment.run_compare(
+        config, methods=["alone"], seeds=[0], out=tmp_path / "again"
+    ).rows
+    assert rerun["test_accuracy"] == float(recorded["test_accuracy"])
+    assert rerun["final_fingerprint"] == recorded["final_fingerprint"]
+    assert rerun["init_fingerprint"] == recorded["init_fingerprint"]
+    assert rerun["config_hash"] == recorded["config_hash"]
