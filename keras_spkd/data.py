@@ -392,15 +392,27 @@ def cifar_augment(image: tf.Tensor, seed: int | None = None) -> tf.Tensor:
     return pad_crop_flip(image, tf.constant([0 if seed is None else seed, 0], tf.int64))
 
 
-def _carve(x, y, seed: int, fraction: float, name: str):
+def _carve(x, y, seed: int, fraction: float, name: str, part: str = "validation"):
     """Stratified `(rest, part)` of `(x, y)`; one line when a class is too small."""
     try:
         return _split_train_val(x, y, seed, fraction)
     except ValueError as error:
         counts = np.bincount(np.asarray(y))
+        classes, held_out = int(np.sum(counts > 0)), int(np.ceil(fraction * len(y)))
+        if held_out < classes:
+            reason = (
+                f"{fraction:.0%} of {len(y)} training images is {held_out}, fewer than the "
+                f"{classes} classes"
+            )
+        else:
+            reason = (
+                f"the smallest class has {counts[counts > 0].min()} images; each needs at "
+                "least 2 per split"
+            )
+        own = "an .npz: x_val and y_val; a folder: val/" if part == "validation" else "test/"
         raise DataError(
-            f"{name}: cannot set aside a stratified {fraction:.0%} (smallest class has "
-            f"{counts[counts > 0].min()} images; each needs at least 2 per split): {error}"
+            f"{name}: cannot set aside a stratified {fraction:.0%} for {part} ({reason}); "
+            f"give a {part} split of your own ({own}), or more images."
         ) from error
 
 
@@ -887,8 +899,8 @@ def _scan(paths: list[str]) -> np.ndarray:
         raise
 
 
-def _stratified(paths, labels, seed, fraction, what):
-    return _carve(np.asarray(paths), np.asarray(labels, "int32"), seed, fraction, what)
+def _stratified(paths, labels, seed, fraction, what, part="validation"):
+    return _carve(np.asarray(paths), np.asarray(labels, "int32"), seed, fraction, what, part)
 
 
 def load_folder(
@@ -945,7 +957,7 @@ def load_folder(
             for split, found in parts.items()
         }
         if "test" not in lists:
-            train, test = _stratified(*lists["train"], seed, TEST_FRACTION, what)
+            train, test = _stratified(*lists["train"], seed, TEST_FRACTION, what, "test")
             lists["train"], lists["test"] = train, test
             splits["test"] = f"{TEST_FRACTION:.0%} of train/, stratified, seed {seed}"
         if "val" not in lists:
@@ -957,7 +969,7 @@ def load_folder(
         names = sorted(found)
         paths = [str(p) for c in names for p in found[c]]
         labels = [i for i, c in enumerate(names) for _ in found[c]]
-        rest, test = _stratified(paths, labels, seed, TEST_FRACTION, what)
+        rest, test = _stratified(paths, labels, seed, TEST_FRACTION, what, "test")
         train, val = _stratified(*rest, seed, VAL_FRACTION / (1 - TEST_FRACTION), what)
         lists = {"train": train, "val": val, "test": test}
         splits = {

@@ -565,3 +565,19 @@ def test_evaluate_on_a_small_npz_checks_the_model_not_the_training_batch(tmp_pat
         experiment.run_evaluate(wrong, config)
     with pytest.raises(ConfigError, match="at most the training set's size"):
         load_data(config)  # training still refuses it
+
+
+def test_a_training_split_too_small_to_carve_says_why_in_its_own_words(tmp_path):
+    from keras_spkd.data import load_npz
+    from keras_spkd.errors import DataError
+
+    path = tmp_path / "tiny.npz"
+    images = np.zeros((10, 8, 8), "uint8")
+    np.savez(
+        path, x_train=images, y_train=np.arange(10) % 3, x_test=images, y_test=np.arange(10) % 3
+    )
+    with pytest.raises(
+        DataError, match=r"10% of 10 training images is 1, fewer than the 3 classes"
+    ) as caught:
+        load_npz(path)
+    assert "x_val and y_val" in str(caught.value) and "test_size" not in str(caught.value)
