@@ -361,3 +361,12 @@ def test_a_changed_data_fingerprint_is_said_in_words():
         "fingerprint saved 'a1', now 'b2')"
     ]
     assert differences({"epochs": 3}, {"epochs": 4}) == ["epochs: saved 3, given 4"]
+
+
+def test_teachers_cached_before_weight_decay_reached_them_are_not_reused():
+    from keras_spkd.experiment.teacher import recipe
+
+    plain = recipe(ExperimentConfig(dataset="digits"))
+    decayed = recipe(ExperimentConfig(dataset="digits", weight_decay=1e-3))
+    assert "weight_decay_on" not in plain  # default caches keep their names
+    assert decayed["weight_decay_on"] == "kernels (0.3.1)"

@@ -77,9 +77,11 @@ def recipe(config: ExperimentConfig) -> dict:
     }
     from keras_spkd.sources import parse_model_spec
 
-    if parse_model_spec(config.teacher_arch).kind != "zoo":
-        # From 0.3.1 weight decay reaches a file's, an application's or a builder's
-        # kernels (and AdamW decouples it); teachers cached before were trained without.
+    spec = parse_model_spec(config.teacher_arch)
+    if spec.kind != "zoo" or (config.weight_decay and spec.name.startswith("digits-cnn")):
+        # From 0.3.1 weight decay reaches a file's, an application's, a builder's and
+        # the digits CNNs' kernels (and AdamW decouples it); teachers cached before
+        # were trained without.
         user["weight_decay_on"] = "kernels (0.3.1)"
     return {
         **user,
