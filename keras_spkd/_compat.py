@@ -141,3 +141,31 @@ def keras_home() -> str:
     from keras.src.backend import config
 
     return config.keras_home()
+
+
+# Keras Tuner 1.4.8 writes its oracle.json, tuner0.json and every trial.json in
+# place (`keras_tuner.src.utils.save_json`, used by `Stateful.save`). A kill
+# during a write leaves an empty or cut-off file, and the next resume fails
+# inside `json.loads` (reproduced by CI killing a search). Its local writes go
+# through a temporary file and `os.replace` instead, so a reader sees the old
+# state or the new one. Upstream: keras-tuner has no atomic save and no issue
+# asking for one; a remote path (`gs://...`) keeps Keras Tuner's own write.
+def keras_tuner_atomic_json() -> None:
+    """Makes Keras Tuner's JSON state files whole-or-old on local disks (idempotent)."""
+    from keras_tuner.src import utils as kt_utils
+
+    from keras_spkd.summary import atomic_write_text
+
+    if getattr(kt_utils.save_json, "_spkd_atomic", False):
+        return
+    original = kt_utils.save_json
+
+    def save_json(path, obj):
+        if "://" in str(path):
+            return original(path, obj)
+        text = json.dumps(obj)
+        atomic_write_text(path, text)
+        return text
+
+    save_json._spkd_atomic = True
+    kt_utils.save_json = save_json

@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 import keras
 import keras_tuner as kt
 
+from keras_spkd._compat import keras_tuner_atomic_json
 from keras_spkd.distiller import SPDistiller
+from keras_spkd.errors import RunDirectoryError
 from keras_spkd.features import check_layer_pairs
 
 TUNERS = ("random", "bayesian", "hyperband")
@@ -248,6 +250,37 @@ class SPHyperModel(kt.HyperModel):
         return {"objective": sum(values) / len(values), "executions": values, "seeds": seeds}
 
 
+def check_search_state(project_dir: str | os.PathLike) -> None:
+    """Refuses to resume a search whose saved state cannot be read, naming the file.
+
+    Keras Tuner would fail deep inside `json.loads`. Searches written by
+    keras-spkd 0.3.2 on are saved whole (a kill leaves the previous state);
+    an older search killed mid-write, or a file damaged since, lands here.
+    """
+    import json
+    from pathlib import Path
+
+    project = Path(project_dir)
+    if not project.is_dir() or "://" in str(project_dir):
+        return
+    files = sorted(project.glob("*.json")) + sorted(project.glob("trial_*/trial.json"))
+    for path in files:
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            finished = sum(
+                '"COMPLETED"' in trial.read_text(encoding="utf-8", errors="replace")
+                for trial in project.glob("trial_*/trial.json")
+            )
+            raise RunDirectoryError(
+                f"The search in {project} cannot resume: {path.relative_to(project)} is "
+                f"not readable JSON ({type(err).__name__}: {str(err)[:80]}); it was cut off "
+                "by a kill during a write or damaged since. Start the search afresh with "
+                f"overwrite (--overwrite; its {finished} finished trial(s) are lost), or "
+                "restore the file from a copy."
+            ) from None
+
+
 def make_tuner(
     kind: str,
     hypermodel: SPHyperModel,
@@ -293,6 +326,9 @@ def make_tuner(
     ...              callbacks=[keras_spkd.tuning.trial_tensorboard("runs/tune/tb")])
     """
     goal = objective_for(objective, hypermodel.metrics)
+    keras_tuner_atomic_json()  # a kill mid-save leaves the previous state, never half a file
+    if not overwrite:
+        check_search_state(os.path.join(str(directory), project_name))
     common = {
         "objective": goal,
         "directory": directory,

@@ -159,6 +159,80 @@ def test_unknown_tuner_kind_is_rejected():
         main(["tune", "--tuner", "grid"])
 
 
+def test_a_kill_during_a_keras_tuner_save_leaves_the_previous_state(data, tmp_path, monkeypatch):
+    x, y = data
+    tuner = make_tuner(
+        "random",
+        _hypermodel(),
+        "val_accuracy",
+        max_trials=1,
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=8, verbose=0)
+    oracle_file = tmp_path / "p" / "oracle.json"
+    before = oracle_file.read_text()
+    assert json.loads(before)["end_order"] == ["0"]
+
+    def killed(*args):  # the process dies after writing, before the file is in place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    tuner.oracle.end_order.append("a trial the kill interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        tuner.oracle.save()
+    monkeypatch.undo()
+    assert oracle_file.read_text() == before  # Keras Tuner alone leaves the new or half a file
+    assert sorted(p.name for p in oracle_file.parent.iterdir() if p.name.endswith(".tmp")) == []
+
+    resumed = make_tuner(
+        "random",
+        _hypermodel(),
+        "val_accuracy",
+        max_trials=1,
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    assert [row["status"] for row in trial_table(resumed)] == ["COMPLETED"]
+
+
+@pytest.mark.parametrize("damaged", ["oracle.json", "trial_0/trial.json"])
+def test_a_search_with_a_cut_off_state_file_is_refused_naming_it(data, tmp_path, damaged):
+    x, y = data
+    tuner = make_tuner(
+        "random",
+        _hypermodel(),
+        "val_accuracy",
+        max_trials=1,
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=8, verbose=0)
+    (tmp_path / "p" / damaged).write_text('{"ongoing_tr')  # a pre-0.3.2 kill mid-write
+    with pytest.raises(keras_spkd.errors.RunDirectoryError) as err:
+        make_tuner(
+            "random",
+            _hypermodel(),
+            "val_accuracy",
+            max_trials=1,
+            directory=str(tmp_path),
+            project_name="p",
+        )
+    message = str(err.value)
+    assert damaged in message and "--overwrite" in message
+    assert "finished trial(s) are lost" in message
+    # overwrite starts afresh without reading the damaged file
+    make_tuner(
+        "random",
+        _hypermodel(),
+        "val_accuracy",
+        max_trials=1,
+        directory=str(tmp_path),
+        project_name="p",
+        overwrite=True,
+    )
+
+
 def _env(tmp_path, **extra):
     return {
         **os.environ,
