@@ -239,6 +239,12 @@ def _data_flags(parser) -> None:
     parser.add_argument(
         "--augment", choices=("none", "crop", "crop_flip"), help="training augmentation"
     )
+    parser.add_argument(
+        "--train-images",
+        type=int,
+        metavar="N",
+        help="train on a stratified subset of N training images (fixed by the split seed)",
+    )
     parser.add_argument("--batch-size", type=int, help="mini-batch size b")
     parser.add_argument("--seed", type=int)
 

@@ -159,6 +159,69 @@ class DataBundle:
         """The same splits with another training order / augmentation seed."""
         return dataclasses.replace(self, seed=seed, _cache={})
 
+    def train_subset(self, count: int) -> DataBundle:
+        """The same data training on a stratified `count` of its training images.
+
+        The subset is fixed by `split_seed` (not the training seed), so every
+        training seed and every teacher of a run sees the same images, in stored
+        order. Validation, test, the normalisation statistics and the background
+        stay those of the whole split. `count` equal to the split's size keeps it.
+
+        Raises:
+            DataError: `count` exceeds the split, or is too small to hold every class.
+        """
+        labels = self.labels("train")
+        total, classes = len(labels), len(np.unique(labels))
+        if count > total:
+            raise DataError(
+                f"train_images is {count}, but the training split of {self.name!r} holds "
+                f"{total} images; give at most {total}."
+            )
+        if count < classes:
+            raise DataError(
+                f"train_images is {count}, fewer than the {classes} classes of {self.name!r}: "
+                f"a stratified subset needs at least one image per class; give {classes} or more."
+            )
+        if count == total:
+            return self
+        from sklearn.model_selection import train_test_split
+
+        try:
+            keep, _ = train_test_split(
+                np.arange(total), train_size=count, stratify=labels, random_state=self.split_seed
+            )
+        except ValueError:
+            smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
+            raise DataError(
+                f"train_images {count} of {total}: cannot draw a stratified subset (the images "
+                f"left out, {total - count}, must hold every class too, and the smallest class "
+                f"has {smallest}); give fewer, or all {total}."
+            ) from None
+        keep = np.sort(keep)
+        changes = {
+            "splits": {
+                **self.splits,
+                "train": f"{count} of {total} training images, stratified, seed {self.split_seed}",
+            },
+            "_cache": {},
+        }
+        if self.tfds is not None:
+            name, positions, _ = self.tfds["splits"]["train"]
+            splits = {
+                **self.tfds["splits"],
+                "train": (name, np.asarray(positions)[keep], labels[keep]),
+            }
+            changes["tfds"] = {**self.tfds, "splits": splits}
+        else:
+            which = "files" if self.files is not None else "arrays"
+            source = getattr(self, which)
+            images = source["train"][0]
+            kept = (
+                [images[i] for i in keep] if isinstance(images, list) else np.asarray(images)[keep]
+            )
+            changes[which] = {**source, "train": (kept, labels[keep])}
+        return dataclasses.replace(self, **changes)
+
     def stored(self) -> DataBundle:
         """The same data whose pipelines yield stored pixels (float32) for models that carry
         `layer` in front (see `keras_spkd.preprocessing.with_preprocessing`)."""

@@ -312,3 +312,44 @@ def test_a_row_of_the_committed_digits_evidence_reruns_exactly(tmp_path, monkeyp
     assert rerun["final_fingerprint"] == recorded["final_fingerprint"]
     assert rerun["init_fingerprint"] == recorded["init_fingerprint"]
     assert rerun["config_hash"] == recorded["config_hash"]
+
+
+def test_a_training_subset_reaches_every_teacher_and_student_and_is_part_of_the_run(
+    tmp_path, monkeypatch, capsys
+):
+    from keras_spkd.errors import DataError, RunDirectoryError
+    from keras_spkd.experiment.teacher import entry_name, recipe
+
+    steps = []
+    original = keras.Model.fit
+
+    def recording_fit(model, *args, **kwargs):
+        steps.append((model.name, kwargs.get("steps_per_epoch")))
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    config = ExperimentConfig(**TINY, train_images=320)
+    result = experiment.run_compare(
+        config, methods="alone,sp", seeds=2, out=tmp_path / "c", teachers=2
+    )
+    # the cached teacher, the second teacher and both seeds' students: 320 // 32 steps each
+    assert len(steps) == 2 + 2 * 2 and {s for _, s in steps} == {10}, steps
+    assert recipe(config)["train_images"] == 320
+    assert "train_images" not in recipe(ExperimentConfig(**TINY))  # default keys unchanged
+    assert entry_name(config) != entry_name(ExperimentConfig(**TINY))
+    assert len(result.rows) == 4 and "digits (320 training images)" in result.table
+
+    with pytest.raises(RunDirectoryError, match="train_images: saved 320, given 640"):
+        experiment.run_compare(
+            config.replace(train_images=640),
+            methods="alone,sp",
+            seeds=2,
+            out=tmp_path / "c",
+            teachers=2,
+        )
+    steps.clear()
+    with pytest.raises(DataError, match="train_images is 5000, but the training split"):
+        experiment.run_distill(config.replace(train_images=5000), out=tmp_path / "d")
+    assert steps == [] and not (tmp_path / "d").exists()
+    assert main(["distill", "--train-images", "1", "--out", str(tmp_path / "e")]) == 2
+    assert "train_images must be >= 2; received 1" in capsys.readouterr().err

@@ -321,3 +321,46 @@ def test_tfds_is_streamed_and_validates_on_a_carved_part_of_train(tfds_dir, tmp_
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["data"]["sizes"]["test"] == 20
     assert summary["data"]["splits"] == {"val": "10% of train, stratified, seed 0"}
+
+
+def test_a_training_subset_is_stratified_fixed_by_the_split_and_leaves_the_rest(tfds_dir):
+    from keras_spkd.errors import DataError
+
+    data = load_digits(batch_size=16)
+    subset = data.train_subset(500)
+    x, y = subset.arrays["train"]
+    assert len(y) == len(x) == subset.size("train") == 500
+    assert subset.steps_per_epoch == 500 // 16
+    # stratified: each class keeps its share of the split, to within one image
+    share = np.bincount(data.labels("train"), minlength=10) * 500 / data.size("train")
+    assert np.all(np.abs(np.bincount(y, minlength=10) - share) <= 1)
+    # the images are the split's own, in stored order, label beside image
+    full_x, full_y = data.arrays["train"]
+    where = [int(np.flatnonzero((full_x == image).all(axis=(1, 2, 3)))[0]) for image in x]
+    assert where == sorted(where) and np.array_equal(full_y[where], y)
+    # fixed by the split seed: another training seed trains on the same images
+    again = data.with_seed(7).train_subset(500)
+    np.testing.assert_array_equal(again.arrays["train"][0], x)
+    other_split = load_digits(batch_size=16, seed=1).train_subset(500)
+    assert not np.array_equal(other_split.arrays["train"][1], y)
+    for split in ("val", "test"):  # untouched
+        assert subset.arrays[split] is data.arrays[split]
+    assert subset.preprocessing == data.preprocessing
+    assert subset.splits["train"] == "500 of 1257 training images, stratified, seed 0"
+    assert [b[0].shape[0] for b in subset.train] == [16] * 31  # one epoch of the subset
+    assert data.train_subset(data.size("train")) is data
+
+    with pytest.raises(DataError, match="holds 1257 images; give at most 1257"):
+        data.train_subset(2000)
+    with pytest.raises(DataError, match="fewer than the 10 classes"):
+        data.train_subset(5)
+    with pytest.raises(DataError, match="cannot draw a stratified subset"):
+        data.train_subset(1256)
+
+    streamed = load_tfds("tiny_images", batch_size=4, data_dir=tfds_dir, augment=False)
+    part = streamed.train_subset(12)
+    assert part.size("train") == 12 and part.size("val") == streamed.size("val")
+    kept = part.tfds["splits"]["train"][1]
+    assert set(kept) <= set(streamed.tfds["splits"]["train"][1]) and list(kept) == sorted(kept)
+    labels = np.concatenate([y.numpy() for _, y in part.train])
+    assert len(labels) == 12 and sorted(labels) == sorted(part.labels("train"))

@@ -347,6 +347,12 @@ def test_a_folder_split_is_stratified_seeded_and_fingerprinted(bad_data, tmp_pat
     assert x.shape == (4, 8, 8, 1) and data.input_dtype == "uint8"
     x2, y2 = next(iter(data.epochs(0)))
     np.testing.assert_array_equal(x, x2)
+    part = data.train_subset(9)  # a folder's subset: paths, stratified, seed-fixed
+    assert part.size("train") == 9 and np.bincount(part.labels("train")).tolist() == [3, 3, 3]
+    assert set(part.files["train"][0]) <= set(data.files["train"][0])
+    assert list(data.with_seed(3).train_subset(9).files["train"][0]) == list(part.files["train"][0])
+    x, _ = next(iter(part.epochs(0)))
+    assert x.shape == (4, 8, 8, 1)
     copy = tmp_path / "good"
     shutil.copytree(bad_data / "good", copy)
     before = folder_fingerprint(copy)

@@ -50,6 +50,9 @@ def main(argv=None) -> None:
     parser.add_argument("--executions", type=int, default=2, help="tuning seeds per trial")
     parser.add_argument("--epochs", type=int, help="student epochs (default: the preset)")
     parser.add_argument("--teacher-epochs", type=int, help="default: the preset")
+    parser.add_argument(
+        "--train-images", type=int, help="a stratified training subset (default: all)"
+    )
     parser.add_argument("--seeds", type=int, default=30, help="evaluation seeds")
     parser.add_argument("--teachers", type=int, default=3)
     parser.add_argument("--out", help="default: runs/evidence-DATASET")
@@ -61,6 +64,8 @@ def main(argv=None) -> None:
         values["epochs"] = args.epochs
     if args.teacher_epochs:
         values["teacher_epochs"] = args.teacher_epochs
+    if args.train_images:
+        values["train_images"] = args.train_images
     config = experiment.ExperimentConfig(**values)
 
     methods: list = ["alone"]

@@ -178,6 +178,7 @@ def _table(config, methods, stats, seeds, privileged, teachers, baselines) -> st
             f"{min(accs):.2f}-{max(accs):.2f}% ({len(teachers)} teachers, seeds "
             f"{', '.join(map(str, teachers))}; student seeds assigned round-robin)"
         )
+    subset = f" ({config.train_images} training images)" if config.train_images else ""
     weights = [f"pairs {pairs}"]
     if any(m.uses("sp", config_weight=True) for m in methods):
         weights.append(f"gamma {config.gamma_label}")
@@ -186,7 +187,8 @@ def _table(config, methods, stats, seeds, privileged, teachers, baselines) -> st
     if any(m.uses("at", config_weight=True) for m in methods):
         weights.append(f"AT weight {config.at_weight:g}")
     lines = [
-        f"Test accuracy on {config.dataset}, {setting}; {seeds} seeds, {config.epochs} epochs; "
+        f"Test accuracy on {config.dataset}{subset}, {setting}; {seeds} seeds, "
+        f"{config.epochs} epochs; "
         f"teacher {model_label(config.to_dict(), 'teacher')} {teacher}, student "
         f"{model_label(config.to_dict(), 'student')}; {', '.join(weights)}.",
         "",

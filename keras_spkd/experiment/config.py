@@ -168,6 +168,10 @@ class ExperimentConfig:
             square); the resize is part of the models' preprocessing.
         data_dir: Folder of prepared data (TFDS, or the Fashion-MNIST files).
         download: Allow downloading missing data. Defaults to `False`.
+        train_images: Train on this many training images only: a stratified
+            subset fixed by the split seed, the same for every training seed and
+            every teacher (validation, test and the normalisation statistics are
+            unchanged). Defaults to `None`: the whole training split.
         batch_size: Mini-batch size b (>= 2 when an SP term is on).
         seed: Seed of the split, initial weights and data order.
         optimizer: `"sgd"` (Nesterov momentum 0.9), `"adam"` or `"adamw"`.
@@ -215,6 +219,7 @@ class ExperimentConfig:
     image_size: Any = None
     data_dir: str | None = None
     download: bool = False
+    train_images: int | None = None
     batch_size: int | None = None
     seed: int = 0
     optimizer: str | None = None
@@ -319,6 +324,8 @@ class ExperimentConfig:
         self.batch_size = _int("batch_size", self.batch_size, 1)
         self.seed = _int("seed", self.seed, 0)
         self.epochs = _int("epochs", self.epochs, 1)
+        if self.train_images is not None:
+            self.train_images = _int("train_images", self.train_images, 2)
         self.teacher_epochs = _int("teacher_epochs", self.teacher_epochs, 1)
         self.lr = _float("lr", self.lr, positive=True)
         self.weight_decay = _float("weight_decay", self.weight_decay)

@@ -138,6 +138,8 @@ def load_data(
         if image_size:
             data = dataclasses.replace(data, input_shape=(*image_size, data.input_shape[-1]))
     data = data.stored()
+    if config.train_images is not None:
+        data = data.train_subset(config.train_images)
     size = data.size("train")
     if for_training and config.batch_size > size:
         raise ConfigError(
