@@ -159,17 +159,27 @@ def test_unknown_tuner_kind_is_rejected():
         main(["tune", "--tuner", "grid"])
 
 
-def test_a_kill_during_a_keras_tuner_save_leaves_the_previous_state(data, tmp_path, monkeypatch):
-    x, y = data
-    tuner = make_tuner(
+def _one_trial_tuner(directory: Path, **kwargs):
+    return make_tuner(
         "random",
         _hypermodel(),
         "val_accuracy",
         max_trials=1,
-        directory=str(tmp_path),
+        directory=str(directory),
         project_name="p",
+        **kwargs,
     )
+
+
+def _one_trial_search(data, directory: Path):
+    x, y = data
+    tuner = _one_trial_tuner(directory)
     tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=8, verbose=0)
+    return tuner
+
+
+def test_a_kill_during_a_keras_tuner_save_leaves_the_previous_state(data, tmp_path, monkeypatch):
+    tuner = _one_trial_search(data, tmp_path)
     oracle_file = tmp_path / "p" / "oracle.json"
     before = oracle_file.read_text()
     assert json.loads(before)["end_order"] == ["0"]
@@ -184,53 +194,19 @@ def test_a_kill_during_a_keras_tuner_save_leaves_the_previous_state(data, tmp_pa
     monkeypatch.undo()
     assert oracle_file.read_text() == before  # Keras Tuner alone leaves the new or half a file
     assert sorted(p.name for p in oracle_file.parent.iterdir() if p.name.endswith(".tmp")) == []
-
-    resumed = make_tuner(
-        "random",
-        _hypermodel(),
-        "val_accuracy",
-        max_trials=1,
-        directory=str(tmp_path),
-        project_name="p",
-    )
-    assert [row["status"] for row in trial_table(resumed)] == ["COMPLETED"]
+    assert [row["status"] for row in trial_table(_one_trial_tuner(tmp_path))] == ["COMPLETED"]
 
 
 @pytest.mark.parametrize("damaged", ["oracle.json", "trial_0/trial.json"])
 def test_a_search_with_a_cut_off_state_file_is_refused_naming_it(data, tmp_path, damaged):
-    x, y = data
-    tuner = make_tuner(
-        "random",
-        _hypermodel(),
-        "val_accuracy",
-        max_trials=1,
-        directory=str(tmp_path),
-        project_name="p",
-    )
-    tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=8, verbose=0)
+    _one_trial_search(data, tmp_path)
     (tmp_path / "p" / damaged).write_text('{"ongoing_tr')  # a pre-0.3.2 kill mid-write
     with pytest.raises(keras_spkd.errors.RunDirectoryError) as err:
-        make_tuner(
-            "random",
-            _hypermodel(),
-            "val_accuracy",
-            max_trials=1,
-            directory=str(tmp_path),
-            project_name="p",
-        )
+        _one_trial_tuner(tmp_path)
     message = str(err.value)
     assert damaged in message and "--overwrite" in message
     assert "finished trial(s) are lost" in message
-    # overwrite starts afresh without reading the damaged file
-    make_tuner(
-        "random",
-        _hypermodel(),
-        "val_accuracy",
-        max_trials=1,
-        directory=str(tmp_path),
-        project_name="p",
-        overwrite=True,
-    )
+    _one_trial_tuner(tmp_path, overwrite=True)  # starts afresh without reading the damaged file
 
 
 def _env(tmp_path, **extra):
