@@ -254,7 +254,7 @@ def check_search_state(project_dir: str | os.PathLike) -> None:
     """Refuses to resume a search whose saved state cannot be read, naming the file.
 
     Keras Tuner would fail deep inside `json.loads`. Searches written by
-    keras-spkd 0.3.2 on are saved whole (a kill leaves the previous state);
+    keras-spkd 0.3.0 on are saved whole (a kill leaves the previous state);
     an older search killed mid-write, or a file damaged since, lands here.
     """
     import json

@@ -200,7 +200,7 @@ def test_a_kill_during_a_keras_tuner_save_leaves_the_previous_state(data, tmp_pa
 @pytest.mark.parametrize("damaged", ["oracle.json", "trial_0/trial.json"])
 def test_a_search_with_a_cut_off_state_file_is_refused_naming_it(data, tmp_path, damaged):
     _one_trial_search(data, tmp_path)
-    (tmp_path / "p" / damaged).write_text('{"ongoing_tr')  # a pre-0.3.2 kill mid-write
+    (tmp_path / "p" / damaged).write_text('{"ongoing_tr')  # a kill mid-write before 0.3.0
     with pytest.raises(keras_spkd.errors.RunDirectoryError) as err:
         _one_trial_tuner(tmp_path)
     message = str(err.value)

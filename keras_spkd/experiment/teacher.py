@@ -83,7 +83,7 @@ def recipe(config: ExperimentConfig) -> dict:
         # the digits CNNs' kernels (and AdamW decouples it); teachers cached before
         # were trained without.
         user["weight_decay_on"] = "kernels (0.3.1)"
-    if config.train_images is not None:  # 0.3.2: a teacher of the subset, not the split
+    if config.train_images is not None:  # a teacher of the subset, not the split
         user["train_images"] = config.train_images
     return {
         **user,
