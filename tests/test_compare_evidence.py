@@ -318,6 +318,7 @@ def test_a_training_subset_reaches_every_teacher_and_student_and_is_part_of_the_
     tmp_path, monkeypatch, capsys
 ):
     from keras_spkd.errors import DataError, RunDirectoryError
+    from keras_spkd.experiment.compare import config_hash
     from keras_spkd.experiment.teacher import entry_name, recipe
 
     steps = []
@@ -337,6 +338,7 @@ def test_a_training_subset_reaches_every_teacher_and_student_and_is_part_of_the_
     assert recipe(config)["train_images"] == 320
     assert "train_images" not in recipe(ExperimentConfig(**TINY))  # default keys unchanged
     assert entry_name(config) != entry_name(ExperimentConfig(**TINY))
+    assert config_hash(config) != config_hash(ExperimentConfig(**TINY))
     assert len(result.rows) == 4 and "digits (320 training images)" in result.table
 
     with pytest.raises(RunDirectoryError, match="train_images: saved 320, given 640"):

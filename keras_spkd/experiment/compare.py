@@ -232,9 +232,18 @@ def _label_fingerprint(dataset: tf.data.Dataset, steps: int) -> str:
     return hashlib.sha256(labels.tobytes()).hexdigest()[:16]
 
 
+# Settings added after rows were first recorded: left out of the hash while unset, so
+# that a recorded row (the committed evidence's) keeps its hash under the newer code.
+_LATER_FIELDS = ("train_images",)
+
+
 def config_hash(config: ExperimentConfig) -> str:
     """sha256 (16 hex digits) of the config's JSON: equal hashes, equal settings."""
-    text = json.dumps(config.to_dict(), sort_keys=True, allow_nan=False)
+    settings = config.to_dict()
+    for key in _LATER_FIELDS:
+        if settings[key] is None:
+            del settings[key]
+    text = json.dumps(settings, sort_keys=True, allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
