@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -21,6 +22,7 @@ from keras_spkd.experiment.training import weights_fingerprint
 from keras_spkd.export import export_student
 from keras_spkd.tuning import (
     SPHyperModel,
+    best_trial,
     check_trials_completed,
     make_tuner,
     trial_table,
@@ -157,6 +159,29 @@ def test_unknown_tuner_kind_is_rejected():
         make_tuner("grid", _hypermodel())
     with pytest.raises(SystemExit):  # argparse: one line, exit code 2
         main(["tune", "--tuner", "grid"])
+
+
+def test_the_best_of_tied_trials_is_the_earliest_in_any_table_order():
+    import keras_tuner as kt
+    from keras_tuner.src.engine.trial import Trial
+
+    scores = {"0": 0.96, "1": 0.98, "2": 0.97, "3": 0.98, "10": 0.98, "11": None}
+    trials = []
+    for trial_id, score in scores.items():
+        trial = Trial(kt.HyperParameters(), trial_id=trial_id, status="COMPLETED")
+        trial.score = score
+        trials.append(trial)
+    trials[-1].status = "FAILED"
+    for direction, expected in (("max", "1"), ("min", "0")):
+        for order in (trials, trials[::-1], trials[3:] + trials[:3]):
+            oracle = kt.oracles.RandomSearchOracle(
+                objective=kt.Objective("val_accuracy", direction), max_trials=6
+            )
+            oracle.trials = {t.trial_id: t for t in order}
+            assert best_trial(SimpleNamespace(oracle=oracle)).trial_id == expected
+    # Keras Tuner's own pick follows the table's order, which a resume takes from the disk
+    oracle.objective = kt.Objective("val_accuracy", "max")
+    assert oracle.get_best_trials(1)[0].trial_id == "3"
 
 
 def _one_trial_tuner(directory: Path, **kwargs):

@@ -35,6 +35,7 @@ from keras_spkd.pairs import suggest_layer_pairs
 from keras_spkd.summary import atomic_write_json, write_summary
 from keras_spkd.tuning import (
     SPHyperModel,
+    best_trial,
     check_gamma_range,
     check_range,
     check_trials_completed,
@@ -260,14 +261,14 @@ def run_search(
             return SearchResult([], {}, config, str(out), method, seeds=seeds)
         check_trials_completed(search)
         rows = trial_table(search)
-        best = search.get_best_hyperparameters(1)[0].values
-        best_objective = search.oracle.get_best_trials(1)[0].score
+        winner = best_trial(search)  # ties: the earliest, on a resume too
+        best, best_objective = winner.hyperparameters.values, winner.score
         reference = _reference(out, hypermodel, fit_kwargs, search.oracle.objective, strategy)
         best_config, best_method = _best(config, best, candidates, method)
         best_config.to_json(out / "best_config.json")
         atomic_write_json(out / "best_method.json", best_method)
         atomic_write_json(out / "trials.json", rows)
-        best_student = search.get_best_models(1)[0].student
+        best_student = search.load_model(winner).student
         export = export_for(best_student, out / "best_student", data, config.replace(tflite=()))
         write_summary(
             out,
