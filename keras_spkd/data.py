@@ -170,6 +170,8 @@ class DataBundle:
         Raises:
             DataError: `count` exceeds the split, or is too small to hold every class.
         """
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
+            raise DataError(f"train_images must be an integer; received {count!r}.")
         labels = self.labels("train")
         total, classes = len(labels), len(np.unique(labels))
         if count > total:
@@ -194,10 +196,20 @@ class DataBundle:
             smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
             raise DataError(
                 f"train_images {count} of {total}: cannot draw a stratified subset (the images "
-                f"left out, {total - count}, must hold every class too, and the smallest class "
-                f"has {smallest}); give fewer, or all {total}."
+                f"left out must hold every class too, and the smallest class has {smallest}); "
+                f"give between {classes} and {total - classes}, or all {total}."
             ) from None
         keep = np.sort(keep)
+        missing = sorted(set(labels.tolist()) - set(labels[keep].tolist()))
+        if missing:  # stratification rounds a small class's share down to none
+            counts = np.bincount(labels)
+            need = int(np.ceil(total / counts[missing].min()))
+            names = ", ".join(repr(self.class_names[c]) for c in missing[:5])
+            raise DataError(
+                f"train_images {count} of {total}: a stratified subset this small keeps no "
+                f"image of class {names} ({counts[missing].min()} of the {total}); give at "
+                f"least {min(need, total)}, or more images of that class."
+            )
         changes = {
             "splits": {
                 **self.splits,

@@ -250,35 +250,73 @@ class SPHyperModel(kt.HyperModel):
         return {"objective": sum(values) / len(values), "executions": values, "seeds": seeds}
 
 
-def check_search_state(project_dir: str | os.PathLike) -> None:
-    """Refuses to resume a search whose saved state cannot be read, naming the file.
+_STATE_KEYS = {
+    "oracle.json": ("ongoing_trials", "tried_so_far"),
+    "trial.json": ("trial_id", "status"),
+}
 
-    Keras Tuner would fail deep inside `json.loads`. Searches written by
-    keras-spkd 0.3.0 on are saved whole (a kill leaves the previous state);
-    an older search killed mid-write, or a file damaged since, lands here.
-    """
+
+def _unusable(path) -> str | None:
+    """Why a Keras Tuner state file cannot be reloaded, or `None`."""
     import json
+
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return f"is not a readable JSON file ({type(err).__name__}: {str(err)[:80]})"
+    keys = _STATE_KEYS.get(path.name, ())
+    if not isinstance(state, dict) or any(key not in state for key in keys):
+        return "is JSON but not Keras Tuner's state (" + ", ".join(keys or ("an object",)) + ")"
+    return None
+
+
+def _raised_in_reload(error: BaseException) -> bool:
+    """Whether Keras Tuner raised `error` while reloading a saved search."""
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in ("reload", "set_state", "from_state"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def search_state_error(project_dir: str | os.PathLike, problem: str) -> RunDirectoryError:
+    """The one error for a search that cannot resume: what is wrong, and what to do."""
+    from pathlib import Path
+
+    finished = sum(
+        '"COMPLETED"' in trial.read_text(encoding="utf-8", errors="replace")
+        for trial in Path(project_dir).glob("trial_*/trial.json")
+        if trial.is_file()
+    )
+    return RunDirectoryError(
+        f"The search in {project_dir} cannot resume: {problem}; a kill during a write or "
+        f"an edit since can do this. Start it afresh with overwrite (--overwrite; its "
+        f"{finished} finished trial(s) are lost), or restore the file from a copy."
+    )
+
+
+def check_search_state(project_dir: str | os.PathLike) -> None:
+    """Refuses to resume a search whose saved state cannot be reloaded, naming the file.
+
+    Keras Tuner would fail deep inside `json.loads` or its `set_state`. Searches
+    written by keras-spkd 0.3.0 on are saved whole (a kill leaves the previous
+    state); an older search killed mid-write, or a file damaged since, lands
+    here. Only Keras Tuner's own files are read (`oracle.json`, `tuner*.json`,
+    `chief.json`, `trial_*/trial.json`): others in the folder are the user's.
+    """
     from pathlib import Path
 
     project = Path(project_dir)
-    if not project.is_dir() or "://" in str(project_dir):
+    if "://" in str(project_dir) or not project.is_dir():
         return
-    files = sorted(project.glob("*.json")) + sorted(project.glob("trial_*/trial.json"))
+    files = [project / "oracle.json", *project.glob("tuner*.json"), project / "chief.json"]
+    files = [f for f in files if f.exists() or f.is_symlink()]
+    files += sorted(project.glob("trial_*/trial.json"))
     for path in files:
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            finished = sum(
-                '"COMPLETED"' in trial.read_text(encoding="utf-8", errors="replace")
-                for trial in project.glob("trial_*/trial.json")
-            )
-            raise RunDirectoryError(
-                f"The search in {project} cannot resume: {path.relative_to(project)} is "
-                f"not readable JSON ({type(err).__name__}: {str(err)[:80]}); it was cut off "
-                "by a kill during a write or damaged since. Start the search afresh with "
-                f"overwrite (--overwrite; its {finished} finished trial(s) are lost), or "
-                "restore the file from a copy."
-            ) from None
+        problem = _unusable(path)
+        if problem:
+            raise search_state_error(project, f"{path.relative_to(project)} {problem}")
 
 
 def make_tuner(
@@ -337,13 +375,25 @@ def make_tuner(
         "seed": seed,
         **kwargs,
     }
-    if kind == "random":
-        return kt.RandomSearch(hypermodel, max_trials=max_trials, **common)
-    if kind == "bayesian":
-        return kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
-    if kind == "hyperband":
-        return kt.Hyperband(hypermodel, max_epochs=max_epochs, **common)
-    raise ValueError(f"Unknown tuner {kind!r}; expected one of {TUNERS}.")
+    tuners = {
+        "random": lambda: kt.RandomSearch(hypermodel, max_trials=max_trials, **common),
+        "bayesian": lambda: kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common),
+        "hyperband": lambda: kt.Hyperband(hypermodel, max_epochs=max_epochs, **common),
+    }
+    if kind not in tuners:
+        raise ValueError(f"Unknown tuner {kind!r}; expected one of {TUNERS}.")
+    project = os.path.join(str(directory), project_name)
+    if overwrite or not os.path.isdir(project):
+        return tuners[kind]()
+    try:
+        return tuners[kind]()
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, OSError) as err:
+        if not _raised_in_reload(err):
+            raise  # e.g. a misspelt keyword: not the saved state's fault
+        cause = err.__cause__ or err  # Keras Tuner wraps its reload errors in RuntimeError
+        raise search_state_error(
+            project, f"Keras Tuner could not reload it ({type(cause).__name__}: {cause})"
+        ) from err
 
 
 def trial_tensorboard(log_dir: str | os.PathLike) -> keras.callbacks.TensorBoard:

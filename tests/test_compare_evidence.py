@@ -355,3 +355,13 @@ def test_a_training_subset_reaches_every_teacher_and_student_and_is_part_of_the_
     assert steps == [] and not (tmp_path / "d").exists()
     assert main(["distill", "--train-images", "1", "--out", str(tmp_path / "e")]) == 2
     assert "train_images must be >= 2; received 1" in capsys.readouterr().err
+    with pytest.raises(RunDirectoryError, match="train_images: saved 320, given unset"):
+        experiment.run_compare(
+            config.replace(train_images=None),
+            methods="alone,sp",
+            seeds=2,
+            out=tmp_path / "c",
+            teachers=2,
+        )
+    with pytest.raises(ConfigError, match="12 images in 'digits', --train-images 12"):
+        experiment.run_distill(config.replace(train_images=12), out=tmp_path / "f")

@@ -1,5 +1,6 @@
 """Datasets: the embedded digits, Fashion-MNIST, TFDS on a prepared directory, offline errors."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -354,8 +355,29 @@ def test_a_training_subset_is_stratified_fixed_by_the_split_and_leaves_the_rest(
         data.train_subset(2000)
     with pytest.raises(DataError, match="fewer than the 10 classes"):
         data.train_subset(5)
-    with pytest.raises(DataError, match="cannot draw a stratified subset"):
+    with pytest.raises(DataError, match="cannot draw a stratified subset.*between 10 and 1247"):
         data.train_subset(1256)
+    for wrong in ("10", 10.0, True):
+        with pytest.raises(DataError, match="train_images must be an integer"):
+            data.train_subset(wrong)
+    # a class too small for the subset's share would silently vanish: refused, named
+    x, y = data.arrays["train"]
+    rare = np.concatenate(
+        [
+            np.flatnonzero(y == 0)[:20],
+            np.flatnonzero(y == 1)[:20],
+            [np.flatnonzero(y == 2)[0]],
+            np.flatnonzero(y == 2)[1:2],
+        ]
+    )
+    small = dataclasses.replace(
+        data, arrays={**data.arrays, "train": (x[rare], y[rare])}, _cache={}
+    )
+    with pytest.raises(
+        DataError, match="keeps no image of class '2' \\(2 of the 42\\); give at least 21"
+    ):
+        small.train_subset(10)
+    assert sorted(set(small.train_subset(21).labels("train"))) == [0, 1, 2]
 
     streamed = load_tfds("tiny_images", batch_size=4, data_dir=tfds_dir, augment=False)
     part = streamed.train_subset(12)

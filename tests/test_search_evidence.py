@@ -167,3 +167,23 @@ def test_the_evidence_script_tunes_each_method_alike_then_compares_them(tmp_path
         (str(s), m, str(s % 2)) for s in range(2) for m in ("alone", "sp", "kd", "sp+kd")
     ]
     assert "vs kd (paired mean [95% CI])" in capsys.readouterr().out
+
+
+def test_a_damaged_search_is_refused_before_its_teacher_trains(tmp_path, monkeypatch):
+    from keras_spkd.errors import RunDirectoryError
+
+    config = ExperimentConfig(**TINY)
+    experiment.run_search(
+        config, tuner="random", max_trials=1, executions_per_trial=1, out=tmp_path / "t"
+    )
+    (tmp_path / "t" / "search" / "oracle.json").write_text("")
+    monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "empty-cache"))  # a teacher to train
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("trained before the damaged search was refused")
+
+    monkeypatch.setattr(keras.Model, "fit", no_fit)
+    with pytest.raises(RunDirectoryError, match="oracle.json is not a readable JSON file"):
+        experiment.run_search(
+            config, tuner="random", max_trials=1, executions_per_trial=1, out=tmp_path / "t"
+        )

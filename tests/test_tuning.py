@@ -222,16 +222,43 @@ def test_a_kill_during_a_keras_tuner_save_leaves_the_previous_state(data, tmp_pa
     assert [row["status"] for row in trial_table(_one_trial_tuner(tmp_path))] == ["COMPLETED"]
 
 
-@pytest.mark.parametrize("damaged", ["oracle.json", "trial_0/trial.json"])
-def test_a_search_with_a_cut_off_state_file_is_refused_naming_it(data, tmp_path, damaged):
+@pytest.mark.parametrize(
+    "damaged, text, why",
+    [
+        ("oracle.json", '{"ongoing_tr', "is not a readable JSON file"),  # cut off by a kill
+        ("trial_0/trial.json", "", "is not a readable JSON file"),
+        ("oracle.json", "{}", "is JSON but not Keras Tuner's state"),
+        ("trial_0/trial.json", "[]", "is JSON but not Keras Tuner's state"),
+        (  # well-formed, but naming a trial that is not there: Keras Tuner's reload fails
+            "oracle.json",
+            '{"ongoing_trials": {"tuner0": "9"}, "tried_so_far": []}',
+            "Keras Tuner could not reload it",
+        ),
+    ],
+)
+def test_a_search_with_a_damaged_state_file_is_refused_naming_it(
+    data, tmp_path, damaged, text, why
+):
     _one_trial_search(data, tmp_path)
-    (tmp_path / "p" / damaged).write_text('{"ongoing_tr')  # a kill mid-write before 0.3.0
+    (tmp_path / "p" / "notes.json").write_text("my notes")  # not Keras Tuner's: not read
+    (tmp_path / "p" / damaged).write_text(text)
     with pytest.raises(keras_spkd.errors.RunDirectoryError) as err:
         _one_trial_tuner(tmp_path)
     message = str(err.value)
-    assert damaged in message and "--overwrite" in message
-    assert "finished trial(s) are lost" in message
+    assert why in message and "--overwrite" in message
+    finished = 0 if damaged.startswith("trial_0") else 1  # a damaged trial is not counted
+    assert f"its {finished} finished trial(s) are lost" in message
+    if why != "Keras Tuner could not reload it":
+        assert damaged in message
     _one_trial_tuner(tmp_path, overwrite=True)  # starts afresh without reading the damaged file
+
+
+def test_a_users_own_json_file_beside_the_search_does_not_stop_its_resume(data, tmp_path):
+    _one_trial_search(data, tmp_path)
+    (tmp_path / "p" / "notes.json").write_text("my notes")
+    assert [row["status"] for row in trial_table(_one_trial_tuner(tmp_path))] == ["COMPLETED"]
+    with pytest.raises(ValueError, match="executions_per_trials"):  # not blamed on the state
+        _one_trial_tuner(tmp_path, executions_per_trials=2)
 
 
 def _env(tmp_path, **extra):

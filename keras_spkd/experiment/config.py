@@ -518,5 +518,14 @@ def differences(saved: dict, given: dict) -> list[str]:
                 f"fingerprint saved {saved.get(key)!r}, now {given.get(key)!r})"
             )
         else:
-            out.append(f"{key}: saved {saved.get(key)!r}, given {given.get(key)!r}")
+            out.append(f"{key}: saved {_shown(saved.get(key))}, given {_shown(given.get(key))}")
     return out
+
+
+def _shown(value: Any) -> str:
+    """A setting as a user wrote it: unset, true/false, else Python's repr."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)

@@ -38,9 +38,11 @@ from keras_spkd.tuning import (
     best_trial,
     check_gamma_range,
     check_range,
+    check_search_state,
     check_trials_completed,
     make_tuner,
     objective_for,
+    search_state_error,
     trial_table,
     trial_tensorboard,
 )
@@ -201,6 +203,8 @@ def run_search(
     }
     resume = (Path(out) / "config.json").exists()  # a search resumes what `out` holds
     session = prepare(config, out, "search", resume, overwrite, extra=extra, check_pairs=False)
+    if resume and not overwrite:  # a damaged search state, before any teacher trains
+        check_search_state(Path(out) / "search")
     data, strategy = session.data, session.strategy
     with strategy.scope():  # layer names checked on the architecture before a teacher trains
         keras.utils.set_random_seed(config.seed)
@@ -268,7 +272,14 @@ def run_search(
         best_config.to_json(out / "best_config.json")
         atomic_write_json(out / "best_method.json", best_method)
         atomic_write_json(out / "trials.json", rows)
-        best_student = search.load_model(winner).student
+        try:
+            best_student = search.load_model(winner).student
+        except (OSError, ValueError) as err:  # e.g. a weights file cut off since
+            raise search_state_error(
+                out / "search",
+                f"the best trial's ({winner.trial_id}) saved weights cannot be read "
+                f"({type(err).__name__}: {str(err)[:100]})",
+            ) from err
         export = export_for(best_student, out / "best_student", data, config.replace(tflite=()))
         write_summary(
             out,

@@ -142,9 +142,10 @@ def load_data(
         data = data.train_subset(config.train_images)
     size = data.size("train")
     if for_training and config.batch_size > size:
+        subset = f", --train-images {config.train_images}" if config.train_images else ""
         raise ConfigError(
             f"batch_size must be at most the training set's size ({size} images in "
-            f"{config.dataset!r}); received {config.batch_size}."
+            f"{config.dataset!r}{subset}); received {config.batch_size}."
         )
     return data
 
