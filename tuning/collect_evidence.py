@@ -34,7 +34,13 @@ def collect(source: Path, target: Path) -> list[Path]:
     copied = []
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source)
-        if path.is_file() and path.name in KEEP and not SKIP_DIRS & set(relative.parts[:-1]):
+        unfinished = path.name == "history.csv" and not (path.parent / "result.json").is_file()
+        if (
+            path.is_file()
+            and path.name in KEEP
+            and not unfinished  # a run stopped part-way: not behind any table
+            and not SKIP_DIRS & set(relative.parts[:-1])
+        ):
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, destination)
