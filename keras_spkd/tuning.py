@@ -11,9 +11,11 @@ are searched alike (`method`), so each method gets the same tuning.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import keras
 import keras_tuner as kt
@@ -258,8 +260,6 @@ _STATE_KEYS = {
 
 def _unusable(path) -> str | None:
     """Why a Keras Tuner state file cannot be reloaded, or `None`."""
-    import json
-
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
@@ -282,8 +282,6 @@ def _raised_in_reload(error: BaseException) -> bool:
 
 def search_state_error(project_dir: str | os.PathLike, problem: str) -> RunDirectoryError:
     """The one error for a search that cannot resume: what is wrong, and what to do."""
-    from pathlib import Path
-
     finished = sum(
         '"COMPLETED"' in trial.read_text(encoding="utf-8", errors="replace")
         for trial in Path(project_dir).glob("trial_*/trial.json")
@@ -305,8 +303,6 @@ def check_search_state(project_dir: str | os.PathLike) -> None:
     here. Only Keras Tuner's own files are read (`oracle.json`, `tuner*.json`,
     `chief.json`, `trial_*/trial.json`): others in the folder are the user's.
     """
-    from pathlib import Path
-
     project = Path(project_dir)
     if "://" in str(project_dir) or not project.is_dir():
         return
