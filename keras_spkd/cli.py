@@ -226,6 +226,23 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _seeds(text: str) -> int | list[int]:
+    """`--seeds`: a count (`5`: seeds 0-4), a range (`3-7`) or a list (`0,4,9`)."""
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        if "-" in text.strip()[1:]:
+            low, high = (int(part) for part in text.split("-", 1))
+            if high < low:
+                raise ValueError
+            return list(range(low, high + 1))
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count (5), a range (3-7) or a list (0,4,9); received {text!r}"
+        ) from None
+
+
 def _data_flags(parser) -> None:
     parser.add_argument("--dataset", help="digits (default), fashion_mnist, or a TFDS name")
     parser.add_argument("--data-dir", help="prepared data folder (TFDS, Fashion-MNIST)")
@@ -348,7 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         help="alone, '+'-joined terms of sp, kd, at, pkg.module:Class[@weight]; or a .json list",
     )
-    compare.add_argument("--seeds", type=int, default=5)
+    compare.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=5,
+        metavar="N|A-B|A,B,...",
+        help="seeds 0..N-1 (default 5), a range A-B (7-7: seed 7 alone) or a list A,B",
+    )
     compare.add_argument(
         "--baseline", action="append", help="pair methods against it (repeatable, or a,b)"
     )

@@ -172,6 +172,16 @@ def test_baseline_must_be_a_method_and_cli_takes_several(tmp_path, monkeypatch, 
     assert main(["compare", "--baseline", "alone", "--baseline", "kd,sp", "--teachers", "3"]) == 2
     assert seen["baselines"] == ["alone", "kd,sp"] and seen["teachers"] == 3
     assert no_fit == [] and not (tmp_path / "c").exists()
+    # --seeds: a count, a range (one seed alone: 7-7) or a list, to rerun any row
+    for given, expected in (("4", 4), ("7-7", [7]), ("3-5", [3, 4, 5]), ("0,9,2", [0, 9, 2])):
+        assert main(["compare", "--seeds", given]) == 2
+        assert seen["seeds"] == expected
+    capsys.readouterr()
+    for wrong in ("x", "5-3", "1,a", "-"):
+        with pytest.raises(SystemExit) as stop:
+            main(["compare", "--seeds", wrong])
+        assert stop.value.code == 2
+        assert "expected a count (5), a range (3-7) or a list (0,4,9)" in capsys.readouterr().err
 
 
 def test_teachers_are_refused_with_a_teacher_file_before_anything(tmp_path, no_fit, capsys):
