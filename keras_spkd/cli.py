@@ -228,19 +228,20 @@ def cmd_bench(args) -> int:
 
 def _seeds(text: str) -> int | list[int]:
     """`--seeds`: a count (`5`: seeds 0-4), a range (`3-7`) or a list (`0,4,9`)."""
-    try:
-        if "," in text:
-            return [int(part) for part in text.split(",") if part.strip()]
-        if "-" in text.strip()[1:]:
-            low, high = (int(part) for part in text.split("-", 1))
-            if high < low:
-                raise ValueError
-            return list(range(low, high + 1))
+    import re
+
+    text = text.strip()
+    if re.fullmatch(r"[0-9]+", text):
         return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a count (5), a range (3-7) or a list (0,4,9); received {text!r}"
-        ) from None
+    if re.fullmatch(r"[0-9]+(,[0-9]+)+", text):
+        return [int(part) for part in text.split(",")]
+    span = re.fullmatch(r"([0-9]+)-([0-9]+)", text)
+    if span and int(span[1]) <= int(span[2]):
+        return list(range(int(span[1]), int(span[2]) + 1))
+    why = "a range runs from low to high" if span else "expected"
+    raise argparse.ArgumentTypeError(
+        f"{why}: a count (5), a range (3-7) or a list (0,4,9); received {text!r}"
+    )
 
 
 def _data_flags(parser) -> None:

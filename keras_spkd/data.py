@@ -174,6 +174,9 @@ class DataBundle:
             raise DataError(f"train_images must be an integer; received {count!r}.")
         labels = self.labels("train")
         total, classes = len(labels), len(np.unique(labels))
+        counts = np.bincount(labels)
+        # from this size on, every class's stratified share is at least one image
+        keeps_all = max(classes, int(np.ceil(total / counts[counts > 0].min())))
         if count > total:
             raise DataError(
                 f"train_images is {count}, but the training split of {self.name!r} holds "
@@ -182,7 +185,8 @@ class DataBundle:
         if count < classes:
             raise DataError(
                 f"train_images is {count}, fewer than the {classes} classes of {self.name!r}: "
-                f"a stratified subset needs at least one image per class; give {classes} or more."
+                f"a stratified subset needs at least one image per class; give {keeps_all} "
+                "or more (from there every class keeps an image)."
             )
         if count == total:
             return self
@@ -193,7 +197,7 @@ class DataBundle:
                 np.arange(total), train_size=count, stratify=labels, random_state=self.split_seed
             )
         except ValueError:
-            smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
+            smallest = int(counts[counts > 0].min())
             raise DataError(
                 f"train_images {count} of {total}: cannot draw a stratified subset (the images "
                 f"left out must hold every class too, and the smallest class has {smallest}); "
@@ -202,13 +206,12 @@ class DataBundle:
         keep = np.sort(keep)
         missing = sorted(set(labels.tolist()) - set(labels[keep].tolist()))
         if missing:  # stratification rounds a small class's share down to none
-            counts = np.bincount(labels)
-            need = int(np.ceil(total / counts[missing].min()))
             names = ", ".join(repr(self.class_names[c]) for c in missing[:5])
             raise DataError(
                 f"train_images {count} of {total}: a stratified subset this small keeps no "
-                f"image of class {names} ({counts[missing].min()} of the {total}); give at "
-                f"least {min(need, total)}, or more images of that class."
+                f"image of class {names} ({counts[missing].min()} of the {total}); give "
+                f"{keeps_all} or more (from there every class keeps an image), or more "
+                "images of that class."
             )
         changes = {
             "splits": {

@@ -252,9 +252,9 @@ class SPHyperModel(kt.HyperModel):
         return {"objective": sum(values) / len(values), "executions": values, "seeds": seeds}
 
 
-_STATE_KEYS = {
-    "oracle.json": ("ongoing_trials", "tried_so_far"),
-    "trial.json": ("trial_id", "status"),
+_STATE_KEYS = {  # what a Keras Tuner 1.4.8 state file must hold, and of which type
+    "oracle.json": {"ongoing_trials": dict, "tried_so_far": list},
+    "trial.json": {"trial_id": str, "status": str},
 }
 
 
@@ -264,9 +264,14 @@ def _unusable(path) -> str | None:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         return f"is not a readable JSON file ({type(err).__name__}: {str(err)[:80]})"
-    keys = _STATE_KEYS.get(path.name, ())
-    if not isinstance(state, dict) or any(key not in state for key in keys):
-        return "is JSON but not Keras Tuner's state (" + ", ".join(keys or ("an object",)) + ")"
+    fields = _STATE_KEYS.get(path.name, {})
+    wrong = [
+        f"{key}: {kind.__name__}"
+        for key, kind in fields.items()
+        if not isinstance(state, dict) or not isinstance(state.get(key), kind)
+    ]
+    if not isinstance(state, dict) or wrong:
+        return "is JSON but not Keras Tuner's state (" + ", ".join(wrong or ["an object"]) + ")"
     return None
 
 

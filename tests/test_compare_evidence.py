@@ -177,11 +177,13 @@ def test_baseline_must_be_a_method_and_cli_takes_several(tmp_path, monkeypatch, 
         assert main(["compare", "--seeds", given]) == 2
         assert seen["seeds"] == expected
     capsys.readouterr()
-    for wrong in ("x", "5-3", "1,a", "-"):
+    for wrong in ("x", "5-3", "1,a", "-", "1,,2", " ", "3-", "+3"):
         with pytest.raises(SystemExit) as stop:
             main(["compare", "--seeds", wrong])
         assert stop.value.code == 2
-        assert "expected a count (5), a range (3-7) or a list (0,4,9)" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "a count (5), a range (3-7) or a list (0,4,9)" in err
+        assert ("runs from low to high" in err) == (wrong == "5-3")
 
 
 def test_teachers_are_refused_with_a_teacher_file_before_anything(tmp_path, no_fit, capsys):

@@ -374,7 +374,7 @@ def test_a_training_subset_is_stratified_fixed_by_the_split_and_leaves_the_rest(
         data, arrays={**data.arrays, "train": (x[rare], y[rare])}, _cache={}
     )
     with pytest.raises(
-        DataError, match="keeps no image of class '2' \\(2 of the 42\\); give at least 21"
+        DataError, match="keeps no image of class '2' \\(2 of the 42\\); give 21 or more"
     ):
         small.train_subset(10)
     assert sorted(set(small.train_subset(21).labels("train"))) == [0, 1, 2]

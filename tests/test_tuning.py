@@ -229,6 +229,11 @@ def test_a_kill_during_a_keras_tuner_save_leaves_the_previous_state(data, tmp_pa
         ("trial_0/trial.json", "", "is not a readable JSON file"),
         ("oracle.json", "{}", "is JSON but not Keras Tuner's state"),
         ("trial_0/trial.json", "[]", "is JSON but not Keras Tuner's state"),
+        (
+            "oracle.json",
+            '{"ongoing_trials": 5, "tried_so_far": "x"}',
+            "not Keras Tuner's state (ongoing_trials: dict, tried_so_far: list)",
+        ),
         (  # well-formed, but naming a trial that is not there: Keras Tuner's reload fails
             "oracle.json",
             '{"ongoing_trials": {"tuner0": "9"}, "tried_so_far": []}',
