@@ -13,6 +13,7 @@ import argparse
 import errno
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -228,8 +229,6 @@ def cmd_bench(args) -> int:
 
 def _seeds(text: str) -> int | list[int]:
     """`--seeds`: a count (`5`: seeds 0-4), a range (`3-7`) or a list (`0,4,9`)."""
-    import re
-
     text = text.strip()
     if re.fullmatch(r"[0-9]+", text):
         return int(text)
