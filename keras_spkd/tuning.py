@@ -320,6 +320,21 @@ def check_search_state(project_dir: str | os.PathLike) -> None:
             raise search_state_error(project, f"{path.relative_to(project)} {problem}")
 
 
+def _mark_resumable(project: Path) -> None:
+    """Writes the tuner's own state file where a kill left the oracle's without it.
+
+    Keras Tuner reloads a project only when `<tuner id>.json` exists, and writes
+    it after the oracle's files at the end of each trial; a kill in between (CI
+    hit it) made the next run start the search afresh over the finished trials.
+    The tuner's state is empty (`BaseTuner.get_state` returns `{}`).
+    """
+    from keras_spkd.summary import atomic_write_text
+
+    tuner_file = project / f"{os.environ.get('KERASTUNER_TUNER_ID', 'tuner0')}.json"
+    if (project / "oracle.json").is_file() and not tuner_file.exists():
+        atomic_write_text(tuner_file, "{}")
+
+
 def make_tuner(
     kind: str,
     hypermodel: SPHyperModel,
@@ -386,6 +401,7 @@ def make_tuner(
     project = os.path.join(str(directory), project_name)
     if overwrite or not os.path.isdir(project):
         return tuners[kind]()
+    _mark_resumable(Path(project))
     try:
         return tuners[kind]()
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, OSError) as err:

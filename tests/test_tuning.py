@@ -222,6 +222,13 @@ def test_a_kill_during_a_keras_tuner_save_leaves_the_previous_state(data, tmp_pa
     assert [row["status"] for row in trial_table(_one_trial_tuner(tmp_path))] == ["COMPLETED"]
 
 
+def test_a_kill_between_the_oracle_and_the_tuner_file_still_resumes(data, tmp_path):
+    _one_trial_search(data, tmp_path)
+    (tmp_path / "p" / "tuner0.json").unlink()  # killed after the oracle's save, before this
+    resumed = _one_trial_tuner(tmp_path)
+    assert [row["status"] for row in trial_table(resumed)] == ["COMPLETED"]  # not started afresh
+
+
 @pytest.mark.parametrize(
     "damaged, text, why",
     [
