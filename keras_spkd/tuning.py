@@ -24,6 +24,7 @@ from keras_spkd._compat import keras_tuner_atomic_json
 from keras_spkd.distiller import SPDistiller
 from keras_spkd.errors import RunDirectoryError
 from keras_spkd.features import check_layer_pairs
+from keras_spkd.summary import atomic_write_text
 
 TUNERS = ("random", "bayesian", "hyperband")
 METHODS = ("sp", "kd", "sp+kd")
@@ -328,8 +329,6 @@ def _mark_resumable(project: Path) -> None:
     hit it) made the next run start the search afresh over the finished trials.
     The tuner's state is empty (`BaseTuner.get_state` returns `{}`).
     """
-    from keras_spkd.summary import atomic_write_text
-
     tuner_file = project / f"{os.environ.get('KERASTUNER_TUNER_ID', 'tuner0')}.json"
     if (project / "oracle.json").is_file() and not tuner_file.exists():
         atomic_write_text(tuner_file, "{}")
