@@ -243,7 +243,9 @@ def _seeds(text: str) -> int | list[int]:
     )
 
 
-def _data_flags(parser) -> None:
+def _data_flags(parser, training: bool = True) -> None:
+    """Where the data comes from; `training=False` (evaluate, export) leaves out the flags
+    that only change training (augmentation, a training subset)."""
     parser.add_argument("--dataset", help="digits (default), fashion_mnist, or a TFDS name")
     parser.add_argument("--data-dir", help="prepared data folder (TFDS, Fashion-MNIST)")
     parser.add_argument(
@@ -253,15 +255,16 @@ def _data_flags(parser) -> None:
     parser.add_argument(
         "--image-size", type=int, nargs="+", metavar="N", help="resize to H W (or N N)"
     )
-    parser.add_argument(
-        "--augment", choices=("none", "crop", "crop_flip"), help="training augmentation"
-    )
-    parser.add_argument(
-        "--train-images",
-        type=int,
-        metavar="N",
-        help="train on a stratified subset of N training images (fixed by the split seed)",
-    )
+    if training:
+        parser.add_argument(
+            "--augment", choices=("none", "crop", "crop_flip"), help="training augmentation"
+        )
+        parser.add_argument(
+            "--train-images",
+            type=int,
+            metavar="N",
+            help="train on a stratified subset of N training images (fixed by the split seed)",
+        )
     parser.add_argument("--batch-size", type=int, help="mini-batch size b")
     parser.add_argument("--seed", type=int)
 
@@ -351,13 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = command("export", cmd_export, "SavedModel + TFLite of a student, checked")
     export.add_argument("model")
-    _data_flags(export)
+    _data_flags(export, training=False)
     export.add_argument("--out", default="export")
     export.add_argument("--tflite", nargs="*", default=["float", "dynamic"], help=TFLITE_HELP)
 
     evaluate = command("evaluate", cmd_evaluate, "test accuracy of a saved model")
     evaluate.add_argument("model")
-    _data_flags(evaluate)
+    _data_flags(evaluate, training=False)
 
     compare = command("compare", cmd_compare, "alone vs KD, AT, SP and sums, over seeds")
     _data_flags(compare), _training_flags(compare), _distill_flags(compare, kd=1.0, at=1000.0)

@@ -420,6 +420,16 @@ def test_export_and_evaluate_name_an_invalid_keras_file(content, capsys, tmp_pat
         assert "exists but is not a valid .keras archive" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", [["--train-images", "100"], ["--augment", "crop"]])
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_evaluate_and_export_refuse_training_only_flags(command, flag, capsys):
+    # they train nothing: a training subset or augmentation would be accepted and ignored
+    with pytest.raises(SystemExit) as stop:
+        main([command, "m.keras", *flag])
+    assert stop.value.code == 2
+    assert f"unrecognized arguments: {' '.join(flag)}" in capsys.readouterr().err
+
+
 def test_readme_commands_and_ci_agree():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
