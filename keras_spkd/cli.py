@@ -74,9 +74,14 @@ def cmd_distill(args) -> int:
     return 0
 
 
+COMPARE_WEIGHTS = {"kd_weight": 1.0, "at_weight": 1000.0}  # where neither file nor flag sets one
+
+
 def cmd_compare(args) -> int:
+    config = build_config(args)
+    unset = {field: value for field, value in COMPARE_WEIGHTS.items() if not getattr(config, field)}
     result = experiment.run_compare(
-        build_config(args),
+        config.replace(**unset) if unset else config,
         methods=args.methods,
         seeds=args.seeds,
         out=args.out,
@@ -313,13 +318,14 @@ def _training_flags(parser, teacher_only: bool = False) -> None:
     parser.add_argument("--epochs", type=int, help="student epochs")
 
 
-def _distill_flags(parser, kd: float | None = None, at: float | None = None) -> None:
+def _distill_flags(parser, comparing: bool = False) -> None:
     parser.add_argument("--pairs", help="TEACHER:STUDENT[,...] or auto")
     parser.add_argument("--gamma", type=float, help="SP weight gamma")
-    parser.add_argument("--kd-weight", type=float, default=kd)
+    fallback = " (default: --config's, else {})" if comparing else ""
+    parser.add_argument("--kd-weight", type=float, help="KD weight" + fallback.format(1))
     parser.add_argument("--temperature", type=float, help="KD temperature")
-    if at is not None:
-        parser.add_argument("--at-weight", type=float, default=at)
+    if comparing:
+        parser.add_argument("--at-weight", type=float, help="AT beta" + fallback.format(1000))
         parser.add_argument("--at-pairs", help="AT pairs (equal spatial sizes)")
 
 
@@ -330,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
         "for Keras. Run `keras-spkd distill` for the embedded digits demo.",
     )
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("--config", help="JSON file of ExperimentConfig fields (flags override)")
+    parser.add_argument(
+        "--config",
+        help="JSON file of ExperimentConfig fields, or a run's config.json (flags override)",
+    )
     parser.add_argument("--verbose", action="store_true", help="keep TensorFlow's own logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -363,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(evaluate, training=False)
 
     compare = command("compare", cmd_compare, "alone vs KD, AT, SP and sums, over seeds")
-    _data_flags(compare), _training_flags(compare), _distill_flags(compare, kd=1.0, at=1000.0)
+    _data_flags(compare), _training_flags(compare), _distill_flags(compare, comparing=True)
     compare.add_argument(
         "--methods",
         help="alone, '+'-joined terms of sp, kd, at, pkg.module:Class[@weight]; or a .json list",

@@ -818,3 +818,39 @@ def test_ctrl_c_says_how_each_command_resumes(capsys):
     assert capsys.readouterr().err.strip().endswith("rerun with --resume to continue.")
     assert _run(argparse.Namespace(func=interrupted)) == 130  # compare, tune: no --resume
     assert "rerun the same command to continue where it stopped" in capsys.readouterr().err
+
+
+def test_a_run_directory_config_json_starts_another_command():
+    """A run's `config.json` is a record (kind, config, settings_sha256): its settings are used."""
+    from keras_spkd.experiment import ExperimentConfig, RunDirectory
+
+    record = ROOT / "tuning" / "evidence" / "evidence-digits" / "compare" / "config.json"
+    saved = ExperimentConfig.from_dict(RunDirectory.saved_config(record.parent))
+    assert saved.epochs == 30 and saved.tflite == ()  # the evidence run's own settings
+    assert _config(["--config", str(record), "compare"]) == saved
+    assert _config(["--config", str(record), "compare", "--epochs", "2"]) == saved.replace(epochs=2)
+
+
+def test_compare_keeps_a_config_files_kd_weight_and_defaults_only_unset_ones(monkeypatch):
+    """A tuned KD weight in --config was overridden by compare's flag default (1) unseen."""
+    from keras_spkd import experiment
+    from keras_spkd.errors import ConfigError
+
+    seen = []
+
+    def fake(config, **kwargs):
+        seen.append(config)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(experiment, "run_compare", fake)
+    tuned = ROOT / "tuning" / "evidence" / "evidence-digits" / "tune-kd" / "best_config.json"
+    file_weights = json.loads(tuned.read_text())
+    assert file_weights["kd_weight"] > 5 and file_weights["at_weight"] == 0  # the search's pick
+    for argv, kd, at in (
+        (["compare"], 1.0, 1000.0),  # nothing given: compare's defaults
+        (["--config", str(tuned), "compare"], file_weights["kd_weight"], 1000.0),
+        (["--config", str(tuned), "compare", "--kd-weight", "2", "--at-weight", "5"], 2.0, 5.0),
+    ):
+        assert main(argv) == 2
+        assert (seen[-1].kd_weight, seen[-1].at_weight) == (kd, at)
+    assert seen[1].temperature == file_weights["temperature"]

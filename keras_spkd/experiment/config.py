@@ -433,6 +433,11 @@ class ExperimentConfig:
 def read_settings(path: str | os.PathLike) -> dict:
     """A config file's settings as written (not yet merged or validated).
 
+    The file is a JSON object of `ExperimentConfig` fields (`best_config.json`,
+    `ExperimentConfig.to_json`, or written by hand) or a run directory's
+    `config.json` record, whose settings are its `config` object: a finished
+    run's settings start another command (`--config runs/x/config.json`).
+
     Raises:
         ConfigError: Unreadable, not JSON, or not a JSON object.
     """
@@ -446,6 +451,8 @@ def read_settings(path: str | os.PathLike) -> dict:
         raise ConfigError(
             f"A config must be a JSON object of settings; received a {type(values).__name__}."
         )
+    if "kind" in values and isinstance(values.get("config"), dict):  # a run's record
+        return values["config"]
     return values
 
 
