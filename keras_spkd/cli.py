@@ -79,7 +79,11 @@ COMPARE_WEIGHTS = {"kd_weight": 1.0, "at_weight": 1000.0}  # where neither file 
 
 def cmd_compare(args) -> int:
     config = build_config(args)
-    unset = {field: value for field, value in COMPARE_WEIGHTS.items() if not getattr(config, field)}
+    unset = {  # a flag is kept as given, 0 included (a `kd` method then says it needs > 0)
+        field: value
+        for field, value in COMPARE_WEIGHTS.items()
+        if getattr(args, field) is None and not getattr(config, field)
+    }
     result = experiment.run_compare(
         config.replace(**unset) if unset else config,
         methods=args.methods,

@@ -850,6 +850,7 @@ def test_compare_keeps_a_config_files_kd_weight_and_defaults_only_unset_ones(mon
         (["compare"], 1.0, 1000.0),  # nothing given: compare's defaults
         (["--config", str(tuned), "compare"], file_weights["kd_weight"], 1000.0),
         (["--config", str(tuned), "compare", "--kd-weight", "2", "--at-weight", "5"], 2.0, 5.0),
+        (["compare", "--kd-weight", "0", "--at-weight", "0"], 0.0, 0.0),  # a flag as given
     ):
         assert main(argv) == 2
         assert (seen[-1].kd_weight, seen[-1].at_weight) == (kd, at)
