@@ -135,21 +135,29 @@ def test_search_settings_are_checked_before_anything(tmp_path):
     assert not (tmp_path / "t").exists() and not (tmp_path / "c").exists()
 
 
-@pytest.mark.slow
-def test_the_evidence_script_tunes_each_method_alike_then_compares_them(tmp_path, capsys):
-    import csv
+def _script(name: str):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "tuning" / "evidence.py"
-    spec = importlib.util.spec_from_file_location("evidence", path)
+    path = Path(__file__).resolve().parents[1] / "tuning" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.slow
+def test_the_evidence_script_tunes_each_method_alike_then_compares_them(
+    tmp_path, capsys, monkeypatch
+):
+    import csv
+
+    script = _script("evidence")
+    monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "ev"
-    script.main(
-        ["--trials", "1", "--executions", "1", "--epochs", "1", "--teacher-epochs", "1"]
-        + ["--seeds", "2", "--teachers", "2", "--tuner", "random", "--out", str(out)]
-    )
+    design = ["--executions", "1", "--epochs", "1", "--teacher-epochs", "1"]
+    design += ["--teachers", "2", "--tuner", "random", "--trials", "1"]
+    script.main(design + ["--seeds", "2", "--out", str(out)])
     methods = json.loads((out / "methods.json").read_text())
     assert [m if isinstance(m, str) else m["name"] for m in methods] == [
         "alone",
@@ -168,22 +176,36 @@ def test_the_evidence_script_tunes_each_method_alike_then_compares_them(tmp_path
     ]
     assert "vs kd (paired mean [95% CI])" in capsys.readouterr().out
 
+    # A later session keeps neither runs/ nor the cache: it goes on from what was
+    # collected, training nothing again (one more seed is the only new work).
+    _script("collect_evidence").main([str(out), "--to", str(tmp_path / "kept"), "--teachers"])
+    kept = tmp_path / "kept" / "ev"
+    assert (kept / "compare" / "teachers" / "seed1" / "teacher.keras").is_file()
+    assert len(list((kept / "teacher-cache").glob("*.keras"))) == 1  # teacher seed 0
+    monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "fresh-cache"))
 
-def test_a_damaged_search_is_refused_before_its_teacher_trains(tmp_path, monkeypatch):
-    from keras_spkd.errors import RunDirectoryError
+    def no_search(*args, **kwargs):
+        raise AssertionError("a collected search ran again")
 
-    config = ExperimentConfig(**TINY)
-    experiment.run_search(
-        config, tuner="random", max_trials=1, executions_per_trial=1, out=tmp_path / "t"
-    )
-    (tmp_path / "t" / "search" / "oracle.json").write_text("")
-    monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "empty-cache"))  # a teacher to train
+    fits = []
+    original_fit = keras.Model.fit
 
-    def no_fit(*args, **kwargs):
-        raise AssertionError("trained before the damaged search was refused")
+    def counting_fit(model, *args, **kwargs):
+        fits.append(model.name)
+        return original_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(keras.Model, "fit", no_fit)
-    with pytest.raises(RunDirectoryError, match="oracle.json is not a readable JSON file"):
-        experiment.run_search(
-            config, tuner="random", max_trials=1, executions_per_trial=1, out=tmp_path / "t"
+    monkeypatch.setattr(experiment, "run_search", no_search)
+    monkeypatch.setattr(keras.Model, "fit", counting_fit)
+    again = tmp_path / "again"
+    script.main(design + ["--seeds", "3", "--out", str(again), "--collected", str(kept)])
+    assert len(fits) == 4  # seed 2's four methods; no teacher, no search, no earlier row
+    assert json.loads((again / "methods.json").read_text()) == methods
+    with open(again / "compare" / "results.csv", newline="") as f:
+        resumed = list(csv.DictReader(f))
+    assert [r["final_fingerprint"] for r in resumed[:8]] == [r["final_fingerprint"] for r in rows]
+    assert "the search in" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit, match="searched another design.*max_trials"):
+        script.main(
+            design + ["--trials", "2", "--out", str(tmp_path / "x"), "--collected", str(kept)]
         )

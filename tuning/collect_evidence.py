@@ -8,6 +8,12 @@ takes the run records and tables (`config.json`, `summary.json`,
 logs, into `tuning/evidence/`, keeping the layout:
 
     python tuning/collect_evidence.py runs/evidence-digits runs/length-fashion
+
+With `--teachers`, the teachers too (`teacher.keras` of a comparison's extra
+teachers, and the cached teacher each run used, into `teacher-cache/`), so that
+a run spanning sessions that keep neither `runs/` nor the cache goes on without
+training them again (`evidence.py --collected`); the zoo's Fashion-MNIST
+teacher is under 1 MB.
 """
 
 import argparse
@@ -30,14 +36,15 @@ KEEP = {
 SKIP_DIRS = {"search", "tensorboard", "best_student", "backup"}
 
 
-def collect(source: Path, target: Path) -> list[Path]:
+def collect(source: Path, target: Path, teachers: bool = False) -> list[Path]:
+    keep = KEEP | {"teacher.keras"} if teachers else KEEP
     copied = []
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source)
         unfinished = path.name == "history.csv" and not (path.parent / "result.json").is_file()
         if (
             path.is_file()
-            and path.name in KEEP
+            and path.name in keep
             and not unfinished  # a run stopped part-way: not behind any table
             and not SKIP_DIRS & set(relative.parts[:-1])
         ):
@@ -45,6 +52,29 @@ def collect(source: Path, target: Path) -> list[Path]:
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, destination)
             copied.append(destination)
+    if teachers:
+        copied += _cached_teachers(source, target / "teacher-cache")
+    return copied
+
+
+def _cached_teachers(source: Path, target: Path) -> list[Path]:
+    """The cache entries (model and metadata) of the teachers the runs in `source` used."""
+    from keras_spkd.experiment import ExperimentConfig, RunDirectory
+    from keras_spkd.experiment.teacher import TeacherCache
+
+    copied = []
+    for record in sorted(source.rglob("config.json")):
+        if SKIP_DIRS & set(record.relative_to(source).parts[:-1]):
+            continue
+        saved = RunDirectory.saved_config(record.parent)
+        config = ExperimentConfig.from_dict(saved) if saved else None
+        if config is None or config.teacher:  # a teacher file is the user's, not the cache's
+            continue
+        for path in TeacherCache().paths(config):
+            if path.is_file() and not (target / path.name).exists():
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target / path.name)
+                copied.append(target / path.name)
     return copied
 
 
@@ -52,10 +82,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run directories under runs/")
     parser.add_argument("--to", default="tuning/evidence")
+    parser.add_argument("--teachers", action="store_true", help="the teachers' models too")
     args = parser.parse_args(argv)
     for run in args.runs:
         source = Path(run)
-        copied = collect(source, Path(args.to) / source.name)
+        copied = collect(source, Path(args.to) / source.name, args.teachers)
         print(f"{source}: {len(copied)} files -> {Path(args.to) / source.name}")
 
 

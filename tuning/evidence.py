@@ -28,15 +28,24 @@ rows land in OUT/compare/results.csv as they finish):
     python tuning/evidence.py --dataset fashion_mnist --trials 8 --seeds 22 --teachers 2 \\
         --epochs 8
 
-Do not time anything while it runs; it takes CPU-hours on Fashion-MNIST.
+Do not time anything while it runs; it takes CPU-hours on Fashion-MNIST. A run
+that spans sessions which do not keep `runs/` or the teacher cache goes on from
+what an earlier session collected (`collect_evidence.py --teachers`): its
+finished searches are not run again, and its comparison's finished rows and
+teachers are put back before the comparison resumes:
+
+    python tuning/evidence.py --dataset fashion_mnist --trials 8 --seeds 22 --teachers 2 \\
+        --collected tuning/evidence/evidence-fashion_mnist --out runs/evidence-fashion_mnist
 """
 
 import argparse
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from keras_spkd import experiment
+from keras_spkd.experiment.teacher import TeacherCache
 from keras_spkd.summary import atomic_write_json
 
 METHODS = ("sp", "kd", "sp+kd")
@@ -56,6 +65,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=30, help="evaluation seeds")
     parser.add_argument("--teachers", type=int, default=3)
     parser.add_argument("--out", help="default: runs/evidence-DATASET")
+    parser.add_argument(
+        "--collected",
+        help="what an earlier session of this design collected (collect_evidence.py): "
+        "its finished searches are reused, its comparison's rows and teachers put back",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out or f"runs/evidence-{args.dataset}")
@@ -70,13 +84,17 @@ def main(argv=None) -> None:
 
     methods: list = ["alone"]
     for method in METHODS:
+        name = f"tune-{method.replace('+', '_')}"
+        if args.collected and (Path(args.collected) / name / "best_method.json").is_file():
+            methods.append(_finished(Path(args.collected) / name, config, method, args))
+            continue
         search = experiment.run_search(
             config,
             tuner=args.tuner,
             max_trials=args.trials,
             executions_per_trial=args.executions,
             method=method,
-            out=out / f"tune-{method.replace('+', '_')}",
+            out=out / name,
         )
         reference = search.reference.get("objective")
         print(
@@ -88,6 +106,8 @@ def main(argv=None) -> None:
     atomic_write_json(out / "methods.json", methods)
     print(json.dumps(methods, indent=2), flush=True)
 
+    if args.collected:
+        _put_back(Path(args.collected), out)
     compare = experiment.run_compare(
         config,
         methods=str(out / "methods.json"),
@@ -97,6 +117,50 @@ def main(argv=None) -> None:
         out=out / "compare",
     )
     print(compare.table, flush=True)
+
+
+def _put_back(collected: Path, out: Path) -> None:
+    """The collected comparison (its record, finished rows and extra teachers) into
+    `out/compare` when that holds none, and the collected cached teacher into the cache."""
+    source, target = collected / "compare", out / "compare"
+    if (source / "config.json").is_file() and not (target / "config.json").exists():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        print(f"The comparison goes on from {source}", flush=True)
+    cache = TeacherCache().root
+    for path in sorted((collected / "teacher-cache").glob("*")):
+        if not (cache / path.name).exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, cache / path.name)
+
+
+def _finished(folder: Path, config, method: str, args) -> dict:
+    """A finished search's best method, after checking that it searched this design."""
+    record = json.loads((folder / "config.json").read_text())
+    wanted = {
+        "config": json.loads(json.dumps(config.to_dict())),
+        "method": method,
+        "tuner": args.tuner,
+        "max_trials": args.trials,
+        "executions_per_trial": args.executions,
+    }
+    differs = [
+        f"{k}: searched {record.get(k)!r}, asked {v!r}"
+        for k, v in wanted.items()
+        if record.get(k) != v
+    ]
+    if differs:
+        raise SystemExit(
+            f"{folder} searched another design, so it cannot stand in for this one: "
+            + "; ".join(differs)[:600]
+        )
+    summary = json.loads((folder / "summary.json").read_text())
+    print(
+        f"{method}: the search in {folder} finished: best {summary['best']} val_accuracy "
+        f"{summary['best_objective']:.4f}; no distillation {summary['reference']['objective']:.4f} "
+        f"(tuning seeds {summary['tuning_seeds']})",
+        flush=True,
+    )
+    return json.loads((folder / "best_method.json").read_text())
 
 
 if __name__ == "__main__":
