@@ -209,3 +209,52 @@ def test_the_evidence_script_tunes_each_method_alike_then_compares_them(
         script.main(
             design + ["--trials", "2", "--out", str(tmp_path / "x"), "--collected", str(kept)]
         )
+
+
+def test_the_evidence_script_checks_what_was_collected_before_anything_trains(
+    tmp_path, monkeypatch
+):
+    script, collect = _script("evidence"), _script("collect_evidence")
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("trained before the collected files were checked")
+
+    monkeypatch.setattr(keras.Model, "fit", no_fit)
+    design = ["--epochs", "1", "--trials", "1", "--executions", "1", "--teachers", "2"]
+    run = design + ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match="is not a folder"):
+        script.main(run + ["--collected", str(tmp_path / "typo")])
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(SystemExit, match="holds no searches"):
+        script.main(run + ["--collected", str(kept)])
+
+    config = json.loads(
+        json.dumps(ExperimentConfig(dataset="digits", epochs=1, tflite=()).to_dict())
+    )
+    search = {"config": config, "method": "sp", "tuner": "bayesian", "max_trials": 1}
+    search["executions_per_trial"] = 1
+    (kept / "tune-sp").mkdir()
+    (kept / "tune-sp" / "config.json").write_text(json.dumps({**search, "max_trials": 8}))
+    (kept / "tune-sp" / "summary.json").write_text("{")
+    with pytest.raises(SystemExit, match=r"searched another design.*max_trials: 8 there, 1 here"):
+        script.main(run + ["--collected", str(kept)])
+    with pytest.raises(SystemExit, match=r"config.epochs: 1 there, 2 here"):
+        script.main(run + ["--epochs", "2", "--trials", "8", "--collected", str(kept)])
+    (kept / "tune-sp" / "config.json").write_text(json.dumps(search))
+    with pytest.raises(SystemExit, match=r"summary.json cannot be read"):
+        script.main(run + ["--collected", str(kept)])
+
+    (kept / "compare").mkdir()
+    (kept / "compare" / "config.json").write_text(
+        json.dumps({"config": config, "teachers": 3, "privileged": False})
+    )
+    with pytest.raises(SystemExit, match=r"compared another design.*teachers: 3 there, 2 here"):
+        script.main(run + ["--collected", str(kept)])
+    assert not (tmp_path / "out").exists()  # nothing written before the refusal
+
+    with pytest.raises(SystemExit):  # argparse's error: a missing run, a target inside it
+        collect.main([str(tmp_path / "no-run"), "--to", str(tmp_path / "k")])
+    with pytest.raises(SystemExit):
+        collect.main([str(kept), "--to", str(kept / "inside")])
+    assert not (kept / "inside").exists()

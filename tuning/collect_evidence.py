@@ -62,19 +62,29 @@ def _cached_teachers(source: Path, target: Path) -> list[Path]:
     from keras_spkd.experiment import ExperimentConfig, RunDirectory
     from keras_spkd.experiment.teacher import TeacherCache
 
-    copied = []
+    copied, missing = [], set()
     for record in sorted(source.rglob("config.json")):
         if SKIP_DIRS & set(record.relative_to(source).parts[:-1]):
             continue
-        saved = RunDirectory.saved_config(record.parent)
-        config = ExperimentConfig.from_dict(saved) if saved else None
+        try:
+            saved = RunDirectory.saved_config(record.parent)
+            config = ExperimentConfig.from_dict(saved) if saved else None
+        except (ValueError, TypeError) as error:  # ConfigError, RunDirectoryError among them
+            print(
+                f"{record}: not a run record this version reads ({error}); its teacher is skipped"
+            )
+            continue
         if config is None or config.teacher:  # a teacher file is the user's, not the cache's
             continue
         for path in TeacherCache().paths(config):
-            if path.is_file() and not (target / path.name).exists():
+            if not path.is_file():
+                missing.add(str(path))
+            elif not (target / path.name).exists():
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target / path.name)
                 copied.append(target / path.name)
+    for path in sorted(missing):
+        print(f"{path} is not in the cache (KERAS_SPKD_CACHE): that teacher is not kept")
     return copied
 
 
@@ -85,9 +95,16 @@ def main(argv=None) -> None:
     parser.add_argument("--teachers", action="store_true", help="the teachers' models too")
     args = parser.parse_args(argv)
     for run in args.runs:
-        source = Path(run)
-        copied = collect(source, Path(args.to) / source.name, args.teachers)
-        print(f"{source}: {len(copied)} files -> {Path(args.to) / source.name}")
+        source = Path(run).resolve()
+        target = Path(args.to).resolve() / source.name
+        if not source.is_dir():
+            parser.error(f"{run!r} is not a run directory (a folder under runs/).")
+        if target.is_relative_to(source):
+            parser.error(f"--to {args.to!r} lies inside {run!r}: it would copy into itself.")
+        copied = collect(source, target, args.teachers)
+        if not copied:
+            parser.error(f"{run!r} holds no run records ({', '.join(sorted(KEEP))}).")
+        print(f"{run}: {len(copied)} files -> {target}")
 
 
 if __name__ == "__main__":

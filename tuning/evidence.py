@@ -42,10 +42,13 @@ import argparse
 import json
 import logging
 import shutil
+import zipfile
 from pathlib import Path
 
 from keras_spkd import experiment
-from keras_spkd.experiment.teacher import TeacherCache
+from keras_spkd.experiment.methods import parse_methods
+from keras_spkd.experiment.session import prepare
+from keras_spkd.experiment.teacher import TeacherCache, sha256
 from keras_spkd.summary import atomic_write_json
 
 METHODS = ("sp", "kd", "sp+kd")
@@ -82,11 +85,20 @@ def main(argv=None) -> None:
         values["train_images"] = args.train_images
     config = experiment.ExperimentConfig(**values)
 
+    collected = _collected(args.collected) if args.collected else None
+    if collected:  # every collected piece checked against this design before anything trains
+        _check_compare(collected / "compare", config, args)
+    finished = {}
+    for method in METHODS:
+        for folder in (out / _name(method), collected / _name(method) if collected else None):
+            if folder is not None and _search_finished(folder):
+                finished[method] = _finished(folder, config, method, args, out / _name(method))
+                break
+
     methods: list = ["alone"]
     for method in METHODS:
-        name = f"tune-{method.replace('+', '_')}"
-        if args.collected and (Path(args.collected) / name / "best_method.json").is_file():
-            methods.append(_finished(Path(args.collected) / name, config, method, args))
+        if method in finished:
+            methods.append(finished[method])
             continue
         search = experiment.run_search(
             config,
@@ -94,7 +106,7 @@ def main(argv=None) -> None:
             max_trials=args.trials,
             executions_per_trial=args.executions,
             method=method,
-            out=out / name,
+            out=out / _name(method),
         )
         reference = search.reference.get("objective")
         print(
@@ -106,8 +118,8 @@ def main(argv=None) -> None:
     atomic_write_json(out / "methods.json", methods)
     print(json.dumps(methods, indent=2), flush=True)
 
-    if args.collected:
-        _put_back(Path(args.collected), out)
+    if collected:
+        _put_back(collected, out, config, methods, args)
     compare = experiment.run_compare(
         config,
         methods=str(out / "methods.json"),
@@ -119,48 +131,176 @@ def main(argv=None) -> None:
     print(compare.table, flush=True)
 
 
-def _put_back(collected: Path, out: Path) -> None:
-    """The collected comparison (its record, finished rows and extra teachers) into
-    `out/compare` when that holds none, and the collected cached teacher into the cache."""
-    source, target = collected / "compare", out / "compare"
-    if (source / "config.json").is_file() and not (target / "config.json").exists():
-        shutil.copytree(source, target, dirs_exist_ok=True)
-        print(f"The comparison goes on from {source}", flush=True)
-    cache = TeacherCache().root
-    for path in sorted((collected / "teacher-cache").glob("*")):
-        if not (cache / path.name).exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, cache / path.name)
+def _name(method: str) -> str:
+    return f"tune-{method.replace('+', '_')}"
 
 
-def _finished(folder: Path, config, method: str, args) -> dict:
-    """A finished search's best method, after checking that it searched this design."""
-    record = json.loads((folder / "config.json").read_text())
+def _collected(path: str) -> Path:
+    """`--collected`, checked: a folder holding what collect_evidence.py keeps."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise SystemExit(
+            f"--collected {path!r} is not a folder; expected what collect_evidence.py "
+            "wrote for this design (e.g. tuning/evidence/evidence-fashion_mnist)."
+        )
+    kept = [*folder.glob("tune-*"), folder / "compare", folder / "teacher-cache"]
+    if not any(p.is_dir() for p in kept):
+        raise SystemExit(
+            f"--collected {path!r} holds no searches (tune-*/), comparison (compare/) or "
+            "teachers (teacher-cache/); expected what collect_evidence.py wrote."
+        )
+    return folder
+
+
+def _read(path: Path) -> dict:
+    """A JSON object from a collected file, or an exit naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(
+            f"{path} cannot be read ({type(error).__name__}: {error}); collect it again, "
+            "or remove its folder to run that part again."
+        ) from error
+    if not isinstance(value, dict):
+        raise SystemExit(f"{path} holds {type(value).__name__}, not a JSON object.")
+    return value
+
+
+def _differences(record: dict, wanted: dict) -> list[str]:
+    """What `record` (a run's config.json) holds differently from `wanted`, key by key."""
+    differs = []
+    for key, value in wanted.items():
+        if key == "config":
+            saved = record.get("config") if isinstance(record.get("config"), dict) else {}
+            differs += [
+                f"{key}.{k}: {saved.get(k, 'unset')!r} there, {v!r} here"
+                for k, v in value.items()
+                if saved.get(k, "unset") != v
+            ]
+        elif record.get(key) != value:
+            differs.append(f"{key}: {record.get(key, 'unset')!r} there, {value!r} here")
+    return differs
+
+
+def _config(config) -> dict:
+    return json.loads(json.dumps(config.to_dict()))  # as config.json stores it (lists)
+
+
+def _search_finished(folder: Path) -> bool:
+    """A search finished where its `summary.json` (written last) is there."""
+    if (folder / "summary.json").is_file():
+        return True
+    if (folder / "best_method.json").is_file():
+        print(f"{folder} holds a search that did not finish; it runs (again)", flush=True)
+    return False
+
+
+def _finished(folder: Path, config, method: str, args, home: Path) -> dict:
+    """A finished search's best method, after checking that it searched this design;
+    a collected one is copied to `home` too, so that `--out` holds every search."""
     wanted = {
-        "config": json.loads(json.dumps(config.to_dict())),
+        "config": _config(config),
         "method": method,
         "tuner": args.tuner,
         "max_trials": args.trials,
         "executions_per_trial": args.executions,
     }
-    differs = [
-        f"{k}: searched {record.get(k)!r}, asked {v!r}"
-        for k, v in wanted.items()
-        if record.get(k) != v
-    ]
+    differs = _differences(_read(folder / "config.json"), wanted)
     if differs:
         raise SystemExit(
             f"{folder} searched another design, so it cannot stand in for this one: "
-            + "; ".join(differs)[:600]
+            + "; ".join(differs)
         )
-    summary = json.loads((folder / "summary.json").read_text())
-    print(
-        f"{method}: the search in {folder} finished: best {summary['best']} val_accuracy "
-        f"{summary['best_objective']:.4f}; no distillation {summary['reference']['objective']:.4f} "
-        f"(tuning seeds {summary['tuning_seeds']})",
-        flush=True,
-    )
-    return json.loads((folder / "best_method.json").read_text())
+    summary, best = _read(folder / "summary.json"), _read(folder / "best_method.json")
+    try:
+        parse_methods([best])
+        line = (
+            f"best {summary['best']} val_accuracy {summary['best_objective']:.4f}; "
+            f"no distillation {summary['reference']['objective']:.4f} "
+            f"(tuning seeds {summary['tuning_seeds']})"
+        )
+    except (ValueError, TypeError, KeyError) as error:
+        raise SystemExit(
+            f"{folder}'s summary.json or best_method.json is not a finished search's "
+            f"({type(error).__name__}: {error})."
+        ) from error
+    if folder.resolve() != home.resolve() and not home.exists():
+        shutil.copytree(folder, home)
+    print(f"{method}: the search in {folder} finished: {line}", flush=True)
+    return best
+
+
+def _compare_design(config, args, methods=None) -> dict:
+    wanted = {"config": _config(config), "teachers": args.teachers, "privileged": False}
+    if methods is not None:
+        wanted["methods"] = [m.to_dict() for m in parse_methods(methods)]
+    return wanted
+
+
+def _check_compare(folder: Path, config, args, methods=None) -> None:
+    """Refuses a comparison record (collected, or already in --out) of another design."""
+    if (folder / "config.json").is_file():
+        differs = _differences(
+            _read(folder / "config.json"), _compare_design(config, args, methods)
+        )
+        if differs:
+            raise SystemExit(
+                f"{folder} compared another design, so its runs cannot be put back: "
+                + "; ".join(differs)
+            )
+
+
+def _put_back(collected: Path, out: Path, config, methods: list, args) -> None:
+    """The collected comparison's finished runs and teachers into `out/compare` (its
+    record first, as `run_compare` writes it), and the collected cached teacher into the
+    cache. Nothing there is replaced but a damaged cache entry."""
+    source, target = collected / "compare", out / "compare"
+    _put_back_cache(collected / "teacher-cache")
+    if not source.is_dir():
+        return
+    _check_compare(source, config, args, methods)
+    _check_compare(target, config, args, methods)
+    if not (target / "config.json").exists():
+        extra = {**_compare_design(config, args, methods), "seeds": args.seeds}
+        del extra["config"]
+        with prepare(config, target, "compare", False, extra=extra).open():
+            pass
+    put = []
+    for kind, model in (("runs", None), ("teachers", "teacher.keras")):
+        for folder in sorted(p for p in (source / kind).glob("*") if p.is_dir()):
+            there = target / kind / folder.name
+            if there.exists():  # finished there, or unfinished (it resumes): left as it is
+                continue
+            if not (folder / "result.json").is_file():
+                continue
+            if model and not zipfile.is_zipfile(folder / model):
+                print(f"{folder} was kept without its {model}: it trains again", flush=True)
+                continue
+            partial = there.with_name(f".{folder.name}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(folder, partial)
+            partial.rename(there)
+            put.append(f"{kind}/{folder.name}")
+    print(f"The comparison goes on from {source}: {len(put)} finished runs and teachers put back")
+
+
+def _put_back_cache(folder: Path) -> None:
+    cache = TeacherCache().root
+    for meta in sorted(folder.glob("*.json")):
+        model = meta.with_suffix(".keras")
+        if not model.is_file() or _read(meta).get("sha256") != sha256(model):
+            print(f"{model} is missing or differs from its metadata: not put back", flush=True)
+            continue
+        there = cache / model.name
+        if there.is_file() and (cache / meta.name).is_file():
+            try:
+                if json.loads((cache / meta.name).read_text()).get("sha256") == sha256(there):
+                    continue  # the cache's own, intact
+            except ValueError:
+                pass  # damaged: replaced below
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(model, there)
+        shutil.copy2(meta, cache / meta.name)  # the metadata last, as the cache writes it
 
 
 if __name__ == "__main__":
