@@ -305,13 +305,8 @@ def _cpu() -> str:
 @pytest.mark.slow
 def test_a_row_of_the_committed_digits_evidence_reruns_exactly(tmp_path, monkeypatch):
     """RESULTS.md's 30-seed digits table: seed 0 of the student alone, rerun from the
-    committed config, gives its recorded accuracy and trained weights bit for bit."""
-    machine = json.loads((EVIDENCE / "machine.json").read_text())
-    if machine["cpu"] != _cpu():
-        pytest.skip(
-            f"the rows were recorded on {machine['cpu']!r}; bit-exact reruns need the same "
-            f"CPU kernels (this is {_cpu()!r})"
-        )
+    committed config, starts from the recorded weights and data order under the recorded
+    settings, and ends with its recorded accuracy and trained weights bit for bit."""
     monkeypatch.setenv("KERAS_SPKD_CACHE", str(tmp_path / "cache"))
     rows = list(csv.DictReader((EVIDENCE / "compare" / "results.csv").open()))
     recorded = next(r for r in rows if r["seed"] == "0" and r["method"] == "alone")
@@ -320,10 +315,15 @@ def test_a_row_of_the_committed_digits_evidence_reruns_exactly(tmp_path, monkeyp
     (rerun,) = experiment.run_compare(
         config, methods=["alone"], seeds=[0], out=tmp_path / "again"
     ).rows
-    assert rerun["test_accuracy"] == float(recorded["test_accuracy"])
-    assert rerun["final_fingerprint"] == recorded["final_fingerprint"]
-    assert rerun["init_fingerprint"] == recorded["init_fingerprint"]
-    assert rerun["config_hash"] == recorded["config_hash"]
+    for key in ("init_fingerprint", "order_fingerprint", "config_hash"):  # any machine
+        assert rerun[key] == recorded[key], key
+    trained = (rerun["final_fingerprint"], rerun["test_accuracy"])
+    if trained != (recorded["final_fingerprint"], float(recorded["test_accuracy"])):
+        machine = json.loads((EVIDENCE / "machine.json").read_text())
+        assert machine["cpu"] != _cpu(), "the same CPU trained other weights"
+        pytest.skip(  # the same start, data and settings: other CPU kernels' rounding
+            f"trained on {machine['cpu']!r}; this CPU ({_cpu()!r}) rounds differently"
+        )
 
 
 def test_a_training_subset_reaches_every_teacher_and_student_and_is_part_of_the_run(

@@ -197,12 +197,22 @@ def test_the_evidence_script_tunes_each_method_alike_then_compares_them(
     monkeypatch.setattr(experiment, "run_search", no_search)
     monkeypatch.setattr(keras.Model, "fit", counting_fit)
     again = tmp_path / "again"
-    script.main(design + ["--seeds", "3", "--out", str(again), "--collected", str(kept)])
+    # ... as a second process would, from the last seed down (--descending)
+    run = design + ["--seeds", "3", "--out", str(again), "--collected", str(kept)]
+    script.main(run + ["--descending"])
     assert len(fits) == 4  # seed 2's four methods; no teacher, no search, no earlier row
     assert json.loads((again / "methods.json").read_text()) == methods
     with open(again / "compare" / "results.csv", newline="") as f:
         resumed = list(csv.DictReader(f))
-    assert [r["final_fingerprint"] for r in resumed[:8]] == [r["final_fingerprint"] for r in rows]
+    assert [r["seed"] for r in resumed] == ["2"] * 4 + ["1"] * 4 + ["0"] * 4
+    assert [r["final_fingerprint"] for r in resumed[4:]] == [
+        r["final_fingerprint"] for r in sorted(rows, key=lambda r: -int(r["seed"]))
+    ]
+    # its finished runs go into the main comparison's collected folder, once
+    into = ["--runs-into", str(kept / "compare")]
+    _script("collect_evidence").main([str(again / "compare"), *into])
+    assert len(list((kept / "compare" / "runs").glob("seed2-*/result.json"))) == 4
+    assert len(list((kept / "compare" / "runs").glob("*/result.json"))) == 12
     assert "the search in" in capsys.readouterr().out
 
     with pytest.raises(SystemExit, match="searched another design.*max_trials"):

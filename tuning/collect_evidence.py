@@ -88,12 +88,38 @@ def _cached_teachers(source: Path, target: Path) -> list[Path]:
     return copied
 
 
+def _finished_runs(source: Path, target: Path) -> list[Path]:
+    """Each finished run folder of `source` that `target` lacks (a run is the same run
+    whichever process trained it: its settings, seed, method and teacher make it)."""
+    copied = []
+    for run in sorted(p for p in source.glob("*") if (p / "result.json").is_file()):
+        if not (target / run.name / "result.json").exists():
+            (target / run.name).mkdir(parents=True, exist_ok=True)
+            for name in ("history.csv", "result.json"):  # the result last: it marks done
+                if (run / name).is_file():
+                    shutil.copy2(run / name, target / run.name / name)
+            copied.append(target / run.name)
+    return copied
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run directories under runs/")
     parser.add_argument("--to", default="tuning/evidence")
     parser.add_argument("--teachers", action="store_true", help="the teachers' models too")
+    parser.add_argument(
+        "--runs-into",
+        metavar="COMPARE",
+        help="only a comparison's finished runs (result.json, history.csv), into "
+        "COMPARE/runs/: a second process's (evidence.py --descending) into the main "
+        "comparison's collected folder",
+    )
     args = parser.parse_args(argv)
+    if args.runs_into:
+        for run in args.runs:
+            copied = _finished_runs(Path(run) / "runs", Path(args.runs_into) / "runs")
+            print(f"{run}: {len(copied)} finished runs -> {Path(args.runs_into) / 'runs'}")
+        return
     for run in args.runs:
         source = Path(run).resolve()
         target = Path(args.to).resolve() / source.name

@@ -28,6 +28,11 @@ rows land in OUT/compare/results.csv as they finish):
     python tuning/evidence.py --dataset fashion_mnist --trials 8 --seeds 22 --teachers 2 \\
         --epochs 8
 
+Two processes get more done than one on 2 cores: give the second `--descending`
+and its own `--out`, and copy its finished runs into the main comparison's collected
+folder (`collect_evidence.py runs/OTHER/compare --runs-into
+tuning/evidence/evidence-DATASET/compare`).
+
 Do not time anything while it runs; it takes CPU-hours on Fashion-MNIST. A run
 that spans sessions which do not keep `runs/` or the teacher cache goes on from
 what an earlier session collected (`collect_evidence.py --teachers`): its
@@ -66,6 +71,12 @@ def main(argv=None) -> None:
         "--train-images", type=int, help="a stratified training subset (default: all)"
     )
     parser.add_argument("--seeds", type=int, default=30, help="evaluation seeds")
+    parser.add_argument(
+        "--descending",
+        action="store_true",
+        help="the seeds from the last down: a second process (its own --out) that meets "
+        "the first in the middle; collect both",
+    )
     parser.add_argument("--teachers", type=int, default=3)
     parser.add_argument("--out", help="default: runs/evidence-DATASET")
     parser.add_argument(
@@ -123,12 +134,16 @@ def main(argv=None) -> None:
     compare = experiment.run_compare(
         config,
         methods=str(out / "methods.json"),
-        seeds=args.seeds,
+        seeds=_seeds(args),
         teachers=args.teachers,
         baselines=("alone", "kd"),
         out=out / "compare",
     )
     print(compare.table, flush=True)
+
+
+def _seeds(args):
+    return list(range(args.seeds))[::-1] if args.descending else args.seeds
 
 
 def _name(method: str) -> str:
@@ -261,7 +276,7 @@ def _put_back(collected: Path, out: Path, config, methods: list, args) -> None:
     _check_compare(source, config, args, methods)
     _check_compare(target, config, args, methods)
     if not (target / "config.json").exists():
-        extra = {**_compare_design(config, args, methods), "seeds": args.seeds}
+        extra = {**_compare_design(config, args, methods), "seeds": _seeds(args)}
         del extra["config"]
         with prepare(config, target, "compare", False, extra=extra).open():
             pass
