@@ -268,3 +268,16 @@ def test_the_evidence_script_checks_what_was_collected_before_anything_trains(
     with pytest.raises(SystemExit):
         collect.main([str(kept), "--to", str(kept / "inside")])
     assert not (kept / "inside").exists()
+
+    (kept / "tune-sp" / "config.json").write_text("{oops")  # kept as it is, teacher skipped
+    collect.main([str(kept), "--to", str(tmp_path / "k2"), "--teachers"])
+    assert (tmp_path / "k2" / "kept" / "tune-sp" / "config.json").read_text() == "{oops"
+    other = tmp_path / "other"
+    (other / "runs" / "seed0-alone").mkdir(parents=True)
+    (other / "runs" / "seed0-alone" / "result.json").write_text("{}")
+    (other / "config.json").write_text(json.dumps({"config": config, "teachers": 2}))
+    with pytest.raises(SystemExit):  # no runs/ there; another design's runs
+        collect.main([str(kept), "--runs-into", str(tmp_path / "k3")])
+    with pytest.raises(SystemExit):
+        collect.main([str(other), "--runs-into", str(kept / "compare")])
+    assert not (kept / "compare" / "runs").exists()

@@ -17,6 +17,7 @@ teacher is under 1 MB.
 """
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def collect(source: Path, target: Path, teachers: bool = False) -> list[Path]:
 
 def _cached_teachers(source: Path, target: Path) -> list[Path]:
     """The cache entries (model and metadata) of the teachers the runs in `source` used."""
+    from keras_spkd.errors import SPKDError
     from keras_spkd.experiment import ExperimentConfig, RunDirectory
     from keras_spkd.experiment.teacher import TeacherCache
 
@@ -69,7 +71,7 @@ def _cached_teachers(source: Path, target: Path) -> list[Path]:
         try:
             saved = RunDirectory.saved_config(record.parent)
             config = ExperimentConfig.from_dict(saved) if saved else None
-        except (ValueError, TypeError) as error:  # ConfigError, RunDirectoryError among them
+        except (ValueError, TypeError, SPKDError) as error:  # ConfigError, RunDirectoryError
             print(
                 f"{record}: not a run record this version reads ({error}); its teacher is skipped"
             )
@@ -86,6 +88,19 @@ def _cached_teachers(source: Path, target: Path) -> list[Path]:
     for path in sorted(missing):
         print(f"{path} is not in the cache (KERAS_SPKD_CACHE): that teacher is not kept")
     return copied
+
+
+def _other_design(source: Path, target: Path) -> str:
+    """What the two comparisons' records set differently (settings, methods, teachers);
+    '' when they agree or either has no record yet."""
+    records = []
+    for folder in (source, target):
+        try:
+            records.append(json.loads((folder / "config.json").read_text()))
+        except (OSError, ValueError):
+            return ""
+    keys = ("config", "methods", "teachers", "privileged")
+    return "; ".join(f"{k} differs" for k in keys if records[0].get(k) != records[1].get(k))
 
 
 def _finished_runs(source: Path, target: Path) -> list[Path]:
@@ -116,9 +131,19 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     if args.runs_into:
+        into = Path(args.runs_into)
+        if into.exists() and not into.is_dir():
+            parser.error(f"--runs-into {args.runs_into!r} is a file; expected a comparison folder.")
         for run in args.runs:
-            copied = _finished_runs(Path(run) / "runs", Path(args.runs_into) / "runs")
-            print(f"{run}: {len(copied)} finished runs -> {Path(args.runs_into) / 'runs'}")
+            if not (Path(run) / "runs").is_dir():
+                parser.error(
+                    f"{run!r} holds no runs/ folder; expected a comparison (its compare/)."
+                )
+            differs = _other_design(Path(run), into)
+            if differs:
+                parser.error(f"{run!r} compared another design than {args.runs_into!r}: {differs}")
+            copied = _finished_runs(Path(run) / "runs", into / "runs")
+            print(f"{run}: {len(copied)} finished runs -> {into / 'runs'}")
         return
     for run in args.runs:
         source = Path(run).resolve()

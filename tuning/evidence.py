@@ -75,7 +75,7 @@ def main(argv=None) -> None:
         "--descending",
         action="store_true",
         help="the seeds from the last down: a second process (its own --out) that meets "
-        "the first in the middle; collect both",
+        "the first in the middle (give it again on every resume of that --out)",
     )
     parser.add_argument("--teachers", type=int, default=3)
     parser.add_argument("--out", help="default: runs/evidence-DATASET")
