@@ -377,3 +377,20 @@ def test_a_training_subset_reaches_every_teacher_and_student_and_is_part_of_the_
         )
     with pytest.raises(ConfigError, match="12 images in 'digits', --train-images 12"):
         experiment.run_distill(config.replace(train_images=12), out=tmp_path / "f")
+
+
+def test_every_row_of_the_collected_fashion_comparison_has_its_run_record():
+    """The per-run records behind the Fashion-MNIST table are in the repository (a
+    `.gitignore` pattern once kept every collected `runs/` folder out): each row of
+    `results.csv` has its run's `result.json`, with the same accuracy and weights."""
+    compare = EVIDENCE.parent / "evidence-fashion_mnist" / "compare"
+    rows = list(csv.DictReader((compare / "results.csv").open()))
+    assert rows
+    for row in rows:
+        run = compare / "runs" / f"seed{row['seed']}-{row['method'].replace('+', '_')}"
+        result = json.loads((run / "result.json").read_text())
+        assert (result["test_accuracy"], result["final_fingerprint"]) == (
+            float(row["test_accuracy"]),
+            row["final_fingerprint"],
+        ), run.name
+        assert (run / "history.csv").is_file()

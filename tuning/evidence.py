@@ -53,7 +53,7 @@ from pathlib import Path
 from keras_spkd import experiment
 from keras_spkd.experiment.methods import parse_methods
 from keras_spkd.experiment.session import prepare
-from keras_spkd.experiment.teacher import TeacherCache, sha256
+from keras_spkd.experiment.teacher import TeacherCache
 from keras_spkd.summary import atomic_write_json
 
 METHODS = ("sp", "kd", "sp+kd")
@@ -270,7 +270,7 @@ def _put_back(collected: Path, out: Path, config, methods: list, args) -> None:
     record first, as `run_compare` writes it), and the collected cached teacher into the
     cache. Nothing there is replaced but a damaged cache entry."""
     source, target = collected / "compare", out / "compare"
-    _put_back_cache(collected / "teacher-cache")
+    _put_back_cache(collected / "teacher-cache", config)
     if not source.is_dir():
         return
     _check_compare(source, config, args, methods)
@@ -299,23 +299,18 @@ def _put_back(collected: Path, out: Path, config, methods: list, args) -> None:
     print(f"The comparison goes on from {source}: {len(put)} finished runs and teachers put back")
 
 
-def _put_back_cache(folder: Path) -> None:
-    cache = TeacherCache().root
-    for meta in sorted(folder.glob("*.json")):
-        model = meta.with_suffix(".keras")
-        if not model.is_file() or _read(meta).get("sha256") != sha256(model):
-            print(f"{model} is missing or differs from its metadata: not put back", flush=True)
-            continue
-        there = cache / model.name
-        if there.is_file() and (cache / meta.name).is_file():
-            try:
-                if json.loads((cache / meta.name).read_text()).get("sha256") == sha256(there):
-                    continue  # the cache's own, intact
-            except ValueError:
-                pass  # damaged: replaced below
-        cache.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(model, there)
-        shutil.copy2(meta, cache / meta.name)  # the metadata last, as the cache writes it
+def _put_back_cache(folder: Path, config) -> None:
+    """The collected cache entry of `config`'s teacher into the cache, unless the cache
+    holds an intact one (the cache's own check decides, on both sides)."""
+    cache, kept = TeacherCache(), TeacherCache(folder)
+    if not kept.paths(config)[1].is_file() or cache.has_valid(config):
+        return
+    if not kept.has_valid(config):
+        print(f"{kept.paths(config)[0]} differs from its metadata: not put back", flush=True)
+        return
+    cache.root.mkdir(parents=True, exist_ok=True)
+    for source, there in zip(kept.paths(config), cache.paths(config)):  # metadata last
+        shutil.copy2(source, there)
 
 
 if __name__ == "__main__":
