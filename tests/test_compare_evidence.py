@@ -394,3 +394,63 @@ def test_every_row_of_the_collected_fashion_comparison_has_its_run_record():
             row["final_fingerprint"],
         ), run.name
         assert (run / "history.csv").is_file()
+
+
+def _percent_cell(diff: dict) -> str:
+    return f"{100 * diff['mean']:+.2f} [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}]"
+
+
+@pytest.mark.parametrize("name", ["evidence-digits"])
+def test_the_tables_in_results_md_are_computed_from_the_committed_rows(name):
+    """Each evidence table of RESULTS.md, recomputed from the per-run rows committed
+    behind it: every method's mean ± sd, paired intervals against the student alone
+    and against KD, extremes, and the detectable differences. A number edited by hand,
+    or a row changed without its table, fails here."""
+    from keras_spkd.experiment.compare import summarise
+
+    compare = EVIDENCE.parent / name / "compare"
+    rows = [
+        {
+            **r,
+            "seed": int(r["seed"]),
+            "test_accuracy": float(r["test_accuracy"]),
+            "fit_seconds": float(r["fit_seconds"]),
+        }
+        for r in csv.DictReader((compare / "results.csv").open())
+    ]
+    methods = [m["name"] for m in json.loads((compare / "config.json").read_text())["methods"]]
+    seeds = {r["seed"] for r in rows}
+    assert len(rows) == len(methods) * len(seeds), "a method or seed without its row"
+    lines = (Path(__file__).resolve().parents[1] / "RESULTS.md").read_text().splitlines()
+    stats = summarise(rows, methods, baselines=("alone", "kd"))
+    alone = f"| alone | {100 * stats['alone']['mean']:.2f} ± {100 * stats['alone']['sd']:.2f}% |"
+    found = 0
+    for start, line in enumerate(lines):  # the table whose "alone" row is this comparison's
+        if not line.startswith(alone):
+            continue
+        block = lines[start : start + len(methods)]
+        for method, row in zip(methods, block, strict=True):
+            got = [c.strip() for c in row.strip("|").split("|")]
+            s = stats[method]
+            want = [
+                method,
+                f"{100 * s['mean']:.2f} ± {100 * s['sd']:.2f}%",
+                _percent_cell(s["vs"]["alone"]) if "alone" in s["vs"] else "—",
+                _percent_cell(s["vs"]["kd"]) if "kd" in s["vs"] else "—",
+                f"{100 * s['min']:.2f}%",
+                f"{100 * s['max']:.2f}%",
+            ]
+            assert got[:6] == want, (name, method)
+        found += 1
+        pairs = {
+            ("sp", "alone"): "SP - alone",
+            ("kd", "alone"): "KD - alone",
+            ("sp+kd", "alone"): "(SP+KD) - alone",
+            ("sp", "kd"): "SP - KD",
+            ("sp+kd", "kd"): "(SP+KD) - KD",
+        }
+        after = " ".join(lines[start + len(methods) : start + len(methods) + 6])
+        for (method, baseline), label in pairs.items():
+            detectable = stats[method]["vs"][baseline]["detectable"]
+            assert f"{label} {100 * detectable:.2f}" in after, label
+    assert found == 1, f"{name}: RESULTS.md holds {found} tables of these rows"
