@@ -262,6 +262,15 @@ def test_the_evidence_script_checks_what_was_collected_before_anything_trains(
     with pytest.raises(SystemExit, match=r"compared another design.*teachers: 3 there, 2 here"):
         script.main(run + ["--collected", str(kept)])
     assert not (tmp_path / "out").exists()  # nothing written before the refusal
+    older = {k: v for k, v in config.items() if k != "train_images"}  # before it existed
+    assert config["train_images"] is None
+    (kept / "compare" / "config.json").write_text(
+        json.dumps({"config": older, "teachers": 2, "privileged": False})
+    )
+    (kept / "tune-sp" / "config.json").write_text(json.dumps({**search, "config": older}))
+    with pytest.raises(SystemExit, match=r"summary.json cannot be read"):  # past both checks
+        script.main(run + ["--collected", str(kept)])
+    (kept / "tune-sp" / "config.json").write_text(json.dumps(search))
 
     with pytest.raises(SystemExit):  # argparse's error: a missing run, a target inside it
         collect.main([str(tmp_path / "no-run"), "--to", str(tmp_path / "k")])

@@ -182,7 +182,10 @@ def _read(path: Path) -> dict:
 
 
 def _differences(record: dict, wanted: dict) -> list[str]:
-    """What `record` (a run's config.json) holds differently from `wanted`, key by key."""
+    """What `record` (a run's config.json) holds differently from `wanted`, key by key.
+
+    A setting missing from a record's config is unset there, as the library reads it:
+    a record written before the setting existed matches while it is left unset."""
     differs = []
     for key, value in wanted.items():
         if key == "config":
@@ -190,7 +193,7 @@ def _differences(record: dict, wanted: dict) -> list[str]:
             differs += [
                 f"{key}.{k}: {saved.get(k, 'unset')!r} there, {v!r} here"
                 for k, v in value.items()
-                if saved.get(k, "unset") != v
+                if saved.get(k) != v
             ]
         elif record.get(key) != value:
             differs.append(f"{key}: {record.get(key, 'unset')!r} there, {value!r} here")
