@@ -222,7 +222,7 @@ def test_the_evidence_script_tunes_each_method_alike_then_compares_them(
 
 
 def test_the_evidence_script_checks_what_was_collected_before_anything_trains(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     script, collect = _script("evidence"), _script("collect_evidence")
 
@@ -290,3 +290,15 @@ def test_the_evidence_script_checks_what_was_collected_before_anything_trains(
     with pytest.raises(SystemExit):
         collect.main([str(other), "--runs-into", str(kept / "compare")])
     assert not (kept / "compare" / "runs").exists()
+    capsys.readouterr()
+    (other / "config.json").write_text(  # here train_images is unset; kept predates it
+        json.dumps({"config": {**config, "epochs": 2}, "teachers": 2, "privileged": False})
+    )
+    with pytest.raises(SystemExit):
+        collect.main([str(other), "--runs-into", str(kept / "compare")])
+    assert "config.epochs differs" in capsys.readouterr().err
+    (other / "config.json").write_text(
+        json.dumps({"config": config, "teachers": 2, "privileged": False})
+    )
+    collect.main([str(other), "--runs-into", str(kept / "compare")])
+    assert (kept / "compare" / "runs" / "seed0-alone" / "result.json").read_text() == "{}"

@@ -99,8 +99,19 @@ def _other_design(source: Path, target: Path) -> str:
             records.append(json.loads((folder / "config.json").read_text()))
         except (OSError, ValueError):
             return ""
-    keys = ("config", "methods", "teachers", "privileged")
-    return "; ".join(f"{k} differs" for k in keys if records[0].get(k) != records[1].get(k))
+    configs = [record.get("config") for record in records]
+    if all(isinstance(config, dict) for config in configs):
+        # a setting missing from an older record is unset there, as the library reads it
+        differs = [
+            f"config.{key} differs"
+            for key in sorted(set(configs[0]) | set(configs[1]))
+            if configs[0].get(key) != configs[1].get(key)
+        ]
+    else:
+        differs = ["config differs"] if configs[0] != configs[1] else []
+    keys = ("methods", "teachers", "privileged")
+    differs += [f"{k} differs" for k in keys if records[0].get(k) != records[1].get(k)]
+    return "; ".join(differs)
 
 
 def _finished_runs(source: Path, target: Path) -> list[Path]:
