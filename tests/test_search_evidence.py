@@ -247,9 +247,9 @@ def test_the_evidence_script_checks_what_was_collected_before_anything_trains(
     (kept / "tune-sp").mkdir()
     (kept / "tune-sp" / "config.json").write_text(json.dumps({**search, "max_trials": 8}))
     (kept / "tune-sp" / "summary.json").write_text("{")
-    with pytest.raises(SystemExit, match=r"searched another design.*max_trials: 8 there, 1 here"):
+    with pytest.raises(SystemExit, match=r"searched another design.*max_trials: saved 8, given 1"):
         script.main(run + ["--collected", str(kept)])
-    with pytest.raises(SystemExit, match=r"config.epochs: 1 there, 2 here"):
+    with pytest.raises(SystemExit, match=r"config.epochs: saved 1, given 2"):
         script.main(run + ["--epochs", "2", "--trials", "8", "--collected", str(kept)])
     (kept / "tune-sp" / "config.json").write_text(json.dumps(search))
     with pytest.raises(SystemExit, match=r"summary.json cannot be read"):
@@ -259,7 +259,7 @@ def test_the_evidence_script_checks_what_was_collected_before_anything_trains(
     (kept / "compare" / "config.json").write_text(
         json.dumps({"config": config, "teachers": 3, "privileged": False})
     )
-    with pytest.raises(SystemExit, match=r"compared another design.*teachers: 3 there, 2 here"):
+    with pytest.raises(SystemExit, match=r"compared another design.*teachers: saved 3, given 2"):
         script.main(run + ["--collected", str(kept)])
     assert not (tmp_path / "out").exists()  # nothing written before the refusal
     older = {k: v for k, v in config.items() if k != "train_images"}  # before it existed
@@ -267,10 +267,19 @@ def test_the_evidence_script_checks_what_was_collected_before_anything_trains(
     (kept / "compare" / "config.json").write_text(
         json.dumps({"config": older, "teachers": 2, "privileged": False})
     )
-    (kept / "tune-sp" / "config.json").write_text(json.dumps({**search, "config": older}))
+    (kept / "tune-sp" / "config.json").write_text(  # where a value came from is no design
+        json.dumps({**search, "config": {**older, "explicit": ["epochs", "dataset"]}})
+    )
     with pytest.raises(SystemExit, match=r"summary.json cannot be read"):  # past both checks
         script.main(run + ["--collected", str(kept)])
     (kept / "tune-sp" / "config.json").write_text(json.dumps(search))
+    with pytest.raises(SystemExit, match="is not a folder"):  # `--collected "$UNSET"`
+        script.main(run + ["--collected", ""])
+    lost = tmp_path / "lost"  # runs collected without their record: nothing to check them by
+    (lost / "compare" / "runs" / "seed0-alone").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="holds files but no readable record"):
+        script.main(run + ["--collected", str(lost)])
+    assert not (tmp_path / "out").exists()
 
     with pytest.raises(SystemExit):  # argparse's error: a missing run, a target inside it
         collect.main([str(tmp_path / "no-run"), "--to", str(tmp_path / "k")])
@@ -296,9 +305,28 @@ def test_the_evidence_script_checks_what_was_collected_before_anything_trains(
     )
     with pytest.raises(SystemExit):
         collect.main([str(other), "--runs-into", str(kept / "compare")])
-    assert "config.epochs differs" in capsys.readouterr().err
+    assert "config.epochs: saved 1, given 2" in capsys.readouterr().err
     (other / "config.json").write_text(
         json.dumps({"config": config, "teachers": 2, "privileged": False})
     )
     collect.main([str(other), "--runs-into", str(kept / "compare")])
-    assert (kept / "compare" / "runs" / "seed0-alone" / "result.json").read_text() == "{}"
+    copy = kept / "compare" / "runs" / "seed0-alone" / "result.json"
+    assert copy.read_text() == "{}"
+    copy.write_text('{"test_acc')  # cut short: copied again, whole
+    collect.main([str(other), "--runs-into", str(kept / "compare")])
+    assert copy.read_text() == "{}"
+    for record in ("[]", "{oops", None):  # the source's record: a list, damaged, missing
+        if record is None:
+            (other / "config.json").unlink()
+        else:
+            (other / "config.json").write_text(record)
+        with pytest.raises(SystemExit):
+            collect.main([str(other), "--runs-into", str(kept / "compare")])
+        assert "is missing or not a comparison's record" in capsys.readouterr().err
+    bare = tmp_path / "bare"  # a target without its record (a typo makes one)
+    bare.mkdir()
+    (other / "config.json").write_text(json.dumps({"config": config, "teachers": 2}))
+    for target in (bare, tmp_path / "typo", ""):
+        with pytest.raises(SystemExit):
+            collect.main([str(other), "--runs-into", str(target)])
+    assert list(bare.iterdir()) == [] and not (tmp_path / "typo").exists()

@@ -91,41 +91,66 @@ def _cached_teachers(source: Path, target: Path) -> list[Path]:
 
 
 def _other_design(source: Path, target: Path) -> str:
-    """What the two comparisons' records set differently (settings, methods, teachers);
-    '' when they agree or either has no record yet."""
-    records = []
-    for folder in (source, target):
-        try:
-            records.append(json.loads((folder / "config.json").read_text()))
-        except (OSError, ValueError):
-            return ""
-    configs = [record.get("config") for record in records]
-    if all(isinstance(config, dict) for config in configs):
-        # a setting missing from an older record is unset there, as the library reads it
-        differs = [
-            f"config.{key} differs"
-            for key in sorted(set(configs[0]) | set(configs[1]))
-            if configs[0].get(key) != configs[1].get(key)
-        ]
-    else:
-        differs = ["config differs"] if configs[0] != configs[1] else []
-    keys = ("methods", "teachers", "privileged")
-    differs += [f"{k} differs" for k in keys if records[0].get(k) != records[1].get(k)]
-    return "; ".join(differs)
+    """What the two comparisons' records set differently (settings, methods, teachers),
+    by the library's rule for resuming (a setting missing from an older record is
+    unset there; `explicit` says where a value came from, not what it is); '' when
+    they agree. A missing or unreadable record is a difference: nothing is copied
+    that cannot be checked."""
+    from keras_spkd.experiment.config import IGNORED_IN_DIFFERENCES, differences
+
+    flat = []
+    for folder in (target, source):
+        record = _record(folder / "config.json")
+        if record is None:
+            return f"{folder / 'config.json'} is missing or not a comparison's record"
+        settings = record["config"].items()
+        flat.append(
+            {
+                **{key: record.get(key) for key in ("methods", "teachers", "privileged")},
+                **{f"config.{k}": v for k, v in settings if k not in IGNORED_IN_DIFFERENCES},
+            }
+        )
+    return "; ".join(differences(*flat))  # "saved": the target's, "given": the source's
+
+
+def _record(path: Path) -> dict | None:
+    """A run record (a JSON object with a settings object), or None."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        return None
+    return record
 
 
 def _finished_runs(source: Path, target: Path) -> list[Path]:
-    """Each finished run folder of `source` that `target` lacks (a run is the same run
-    whichever process trained it: its settings, seed, method and teacher make it)."""
+    """Each finished run folder of `source` whose finished copy `target` lacks (a run is
+    the same run whichever process trained it: its settings, seed, method and teacher
+    make it). Each file is copied under a temporary name and renamed, the result last:
+    a copy cut short leaves no result, and a damaged one is copied again."""
     copied = []
     for run in sorted(p for p in source.glob("*") if (p / "result.json").is_file()):
-        if not (target / run.name / "result.json").exists():
-            (target / run.name).mkdir(parents=True, exist_ok=True)
-            for name in ("history.csv", "result.json"):  # the result last: it marks done
-                if (run / name).is_file():
-                    shutil.copy2(run / name, target / run.name / name)
-            copied.append(target / run.name)
+        if _json(target / run.name / "result.json") is not None:
+            continue
+        if _json(run / "result.json") is None:
+            print(f"{run / 'result.json'} cannot be read: that run is not copied")
+            continue
+        (target / run.name).mkdir(parents=True, exist_ok=True)
+        for name in ("history.csv", "result.json"):  # the result last: it marks done
+            if (run / name).is_file():
+                partial = target / run.name / f".{name}.partial"
+                shutil.copy2(run / name, partial)
+                partial.replace(target / run.name / name)
+        copied.append(target / run.name)
     return copied
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv=None) -> None:
@@ -141,10 +166,13 @@ def main(argv=None) -> None:
         "comparison's collected folder",
     )
     args = parser.parse_args(argv)
-    if args.runs_into:
+    if args.runs_into is not None:
         into = Path(args.runs_into)
-        if into.exists() and not into.is_dir():
-            parser.error(f"--runs-into {args.runs_into!r} is a file; expected a comparison folder.")
+        if not args.runs_into.strip() or not into.is_dir():
+            parser.error(
+                f"--runs-into {args.runs_into!r} is not a folder; expected the comparison "
+                "the runs go into (its compare/ folder, with its config.json)."
+            )
         for run in args.runs:
             if not (Path(run) / "runs").is_dir():
                 parser.error(
@@ -153,6 +181,7 @@ def main(argv=None) -> None:
             differs = _other_design(Path(run), into)
             if differs:
                 parser.error(f"{run!r} compared another design than {args.runs_into!r}: {differs}")
+        for run in args.runs:  # every source checked before anything is copied
             copied = _finished_runs(Path(run) / "runs", into / "runs")
             print(f"{run}: {len(copied)} finished runs -> {into / 'runs'}")
         return

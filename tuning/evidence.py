@@ -51,6 +51,7 @@ import zipfile
 from pathlib import Path
 
 from keras_spkd import experiment
+from keras_spkd.experiment.config import IGNORED_IN_DIFFERENCES, differences
 from keras_spkd.experiment.methods import parse_methods
 from keras_spkd.experiment.session import prepare
 from keras_spkd.experiment.teacher import TeacherCache
@@ -96,7 +97,7 @@ def main(argv=None) -> None:
         values["train_images"] = args.train_images
     config = experiment.ExperimentConfig(**values)
 
-    collected = _collected(args.collected) if args.collected else None
+    collected = _collected(args.collected) if args.collected is not None else None
     if collected:  # every collected piece checked against this design before anything trains
         _check_compare(collected / "compare", config, args)
     finished = {}
@@ -153,7 +154,7 @@ def _name(method: str) -> str:
 def _collected(path: str) -> Path:
     """`--collected`, checked: a folder holding what collect_evidence.py keeps."""
     folder = Path(path)
-    if not folder.is_dir():
+    if not path.strip() or not folder.is_dir():
         raise SystemExit(
             f"--collected {path!r} is not a folder; expected what collect_evidence.py "
             "wrote for this design (e.g. tuning/evidence/evidence-fashion_mnist)."
@@ -182,22 +183,22 @@ def _read(path: Path) -> dict:
 
 
 def _differences(record: dict, wanted: dict) -> list[str]:
-    """What `record` (a run's config.json) holds differently from `wanted`, key by key.
+    """What `record` (a run's config.json) holds differently from `wanted`, key by key,
+    by the library's own rule for resuming: a setting missing from a record is unset
+    there (a record written before the setting existed matches while it is unset),
+    and where a value came from (`explicit`) is not part of the design."""
+    saved = record.get("config")
+    if not isinstance(saved, dict):
+        return [f"config: {type(saved).__name__} there, not a settings object"]
+    keys = [key for key in wanted if key != "config"]
+    return differences(
+        {**{key: record.get(key) for key in keys}, **_settings(saved)},
+        {**{key: wanted[key] for key in keys}, **_settings(wanted["config"])},
+    )
 
-    A setting missing from a record's config is unset there, as the library reads it:
-    a record written before the setting existed matches while it is left unset."""
-    differs = []
-    for key, value in wanted.items():
-        if key == "config":
-            saved = record.get("config") if isinstance(record.get("config"), dict) else {}
-            differs += [
-                f"{key}.{k}: {saved.get(k, 'unset')!r} there, {v!r} here"
-                for k, v in value.items()
-                if saved.get(k) != v
-            ]
-        elif record.get(key) != value:
-            differs.append(f"{key}: {record.get(key, 'unset')!r} there, {value!r} here")
-    return differs
+
+def _settings(config: dict) -> dict:
+    return {f"config.{k}": v for k, v in config.items() if k not in IGNORED_IN_DIFFERENCES}
 
 
 def _config(config) -> dict:
@@ -256,8 +257,15 @@ def _compare_design(config, args, methods=None) -> dict:
 
 
 def _check_compare(folder: Path, config, args, methods=None) -> None:
-    """Refuses a comparison record (collected, or already in --out) of another design."""
-    if (folder / "config.json").is_file():
+    """Refuses a comparison record (collected, or already in --out) of another design,
+    and a comparison folder holding anything without its record."""
+    record = folder / "config.json"
+    if folder.is_dir() and any(folder.iterdir()) and not record.is_file():
+        raise SystemExit(
+            f"{folder} holds files but no readable record (config.json), so they cannot be "
+            "checked against this design; collect it again with its record, or remove it."
+        )
+    if record.is_file():
         differs = _differences(
             _read(folder / "config.json"), _compare_design(config, args, methods)
         )
