@@ -379,13 +379,21 @@ def test_a_training_subset_reaches_every_teacher_and_student_and_is_part_of_the_
         experiment.run_distill(config.replace(train_images=12), out=tmp_path / "f")
 
 
-@pytest.mark.parametrize("name", ["evidence-digits", "evidence-fashion_mnist"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "evidence-digits/compare",
+        "evidence-fashion_mnist/compare",
+        "length-fashion/epochs-8",
+        "length-fashion/epochs-32",
+    ],
+)
 def test_every_row_of_a_collected_comparison_has_its_run_record(name):
     """The per-run records behind the evidence tables are in the repository (a
     `.gitignore` pattern once kept every collected `runs/` folder out): each row of
     `results.csv` has its run's `result.json`, with the same accuracy and weights (the
-    digits runs' records are from a full rerun that reproduced every row)."""
-    compare = EVIDENCE.parent / name / "compare"
+    digits and length runs' records are from reruns that reproduced every row)."""
+    compare = EVIDENCE.parent / name
     rows = list(csv.DictReader((compare / "results.csv").open()))
     assert rows
     for row in rows:
