@@ -386,6 +386,9 @@ def test_a_training_subset_reaches_every_teacher_and_student_and_is_part_of_the_
         "evidence-fashion_mnist/compare",
         "length-fashion/epochs-8",
         "length-fashion/epochs-32",
+        "length-fashion-10k/epochs-16",
+        "length-fashion-10k/epochs-32",
+        "length-fashion-10k/epochs-64",
     ],
 )
 def test_every_row_of_a_collected_comparison_has_its_run_record(name):
