@@ -427,17 +427,13 @@ def test_the_fashion_comparison_has_the_powered_design():
         assert len({r["teacher_seed"] for r in runs}) == 1
 
 
-def _percent_cell(diff: dict) -> str:
-    return f"{100 * diff['mean']:+.2f} [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}]"
-
-
 @pytest.mark.parametrize("name", ["evidence-digits", "evidence-fashion_mnist"])
 def test_the_tables_in_results_md_are_computed_from_the_committed_rows(name):
     """Each evidence table of RESULTS.md, recomputed from the per-run rows committed
     behind it: every method's mean ± sd, paired intervals against the student alone
     and against KD, extremes, and the detectable differences. A number edited by hand,
     or a row changed without its table, fails here."""
-    from keras_spkd.experiment.compare import summarise
+    from keras_spkd.experiment.compare import _diff_cell, summarise  # as results.md has them
 
     compare = EVIDENCE.parent / name / "compare"
     rows = [
@@ -466,8 +462,8 @@ def test_the_tables_in_results_md_are_computed_from_the_committed_rows(name):
             want = [
                 method,
                 f"{100 * s['mean']:.2f} ± {100 * s['sd']:.2f}%",
-                _percent_cell(s["vs"]["alone"]) if "alone" in s["vs"] else "—",
-                _percent_cell(s["vs"]["kd"]) if "kd" in s["vs"] else "—",
+                _diff_cell(s["vs"].get("alone")),
+                _diff_cell(s["vs"].get("kd")),
                 f"{100 * s['min']:.2f}%",
                 f"{100 * s['max']:.2f}%",
             ]

@@ -115,10 +115,7 @@ def _other_design(source: Path, target: Path) -> str:
 
 def _record(path: Path) -> dict | None:
     """A run record (a JSON object with a settings object), or None."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    record = _json(path)
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         return None
     return record
@@ -147,6 +144,7 @@ def _finished_runs(source: Path, target: Path) -> list[Path]:
 
 
 def _json(path: Path):
+    """A JSON file's value, or None where it is missing or cannot be read."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
